@@ -1,0 +1,198 @@
+"""gpufleet settings: everything comes from the environment through ``config.env``.
+
+Embedded default (no variables set): SQLite in WAL mode under ``var/``, the Django-Q2
+ORM broker and an in-process channel layer fed by the database event relay.
+Cluster: ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL`` (channels-redis, Redis broker).
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+
+from config.env import (
+    parse_bool,
+    parse_bytes,
+    parse_choice,
+    parse_int,
+    parse_list,
+    parse_seconds,
+    parse_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STATE_DIR = Path(parse_str("GPUFLEET_STATE_DIR", str(BASE_DIR / "var")))
+STATE_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    configured = parse_str("SECRET_KEY", "")
+    if configured:
+        return configured
+    key_file = STATE_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = parse_bool("GPUFLEET_DEBUG", False)
+ALLOWED_HOSTS = parse_list("GPUFLEET_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = parse_list("GPUFLEET_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "channels",
+    "django_q",
+    "inventory",
+    "models_app",
+    "scheduling",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "inventory:overview"
+LOGOUT_REDIRECT_URL = "login"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "inventory.context_processors.maintenance",
+            ],
+        },
+    },
+]
+
+# --- database -------------------------------------------------------------------------
+
+SQLITE_PATH = STATE_DIR / "gpufleet.sqlite3"
+DATABASE_URL = parse_str("DATABASE_URL", f"sqlite:///{SQLITE_PATH}")
+
+
+def _database(url: str) -> dict[str, Any]:
+    config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=0))
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["OPTIONS"] = {
+            # WAL lets the agent, the worker and the web process read while one writes.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        }
+        config["TEST"] = {"NAME": str(STATE_DIR / "test.sqlite3")}
+    return config
+
+
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+IS_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
+
+# --- live updates and background work ---------------------------------------------------
+
+REDIS_URL = parse_str("REDIS_URL", "")
+NODE_NAME = parse_str("GPUFLEET_NODE_NAME", socket.gethostname().split(".")[0])
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # redis-py 8 drops idle connections every 5 s unless socket_timeout is None.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+Q_TIMEOUT = int(parse_seconds("GPUFLEET_TASK_TIMEOUT", 6 * 3600))
+Q_CLUSTER: dict[str, Any] = {
+    "name": "gpufleet",
+    "workers": parse_int("GPUFLEET_WORKERS", 2, minimum=1, maximum=64),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_TIMEOUT + 600,
+    "max_attempts": 1,
+    "catch_up": False,
+    "label": "Tasks",
+    # Each node's qcluster runs under its node name (Q_CLUSTER_NAME) so node-bound tasks
+    # can be routed with async_task(..., cluster=<node name>).
+    "ALT_CLUSTERS": {NODE_NAME: {}},
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["poll"] = 0.5
+
+# --- gpufleet -------------------------------------------------------------------------
+
+GPUFLEET_NODE_ADDRESS = parse_str("GPUFLEET_NODE_ADDRESS", "127.0.0.1")
+GPUFLEET_GPU_PROBE = parse_choice(
+    "GPUFLEET_GPU_PROBE", "auto", ("auto", "nvml", "simulated", "none")
+)
+GPUFLEET_SIMULATED_GPUS = parse_str("GPUFLEET_SIMULATED_GPUS", "")
+GPUFLEET_SAMPLE_INTERVAL = parse_seconds("GPUFLEET_SAMPLE_INTERVAL", 1.0)
+GPUFLEET_HEARTBEAT_TIMEOUT = parse_seconds("GPUFLEET_HEARTBEAT_TIMEOUT", 15.0)
+GPUFLEET_RESERVED_DEFAULT = parse_bytes("GPUFLEET_RESERVED_DEFAULT", 1024**3)
+GPUFLEET_TEMPERATURE_ALERT_C = parse_int("GPUFLEET_TEMPERATURE_ALERT_C", 85, minimum=30)
+GPUFLEET_STORAGE_ROOTS = parse_list("GPUFLEET_STORAGE_ROOTS", [str(STATE_DIR / "models")])
+GPUFLEET_EVENT_POLL = parse_seconds("GPUFLEET_EVENT_POLL", 0.2)
+GPUFLEET_RAW_RETENTION = parse_seconds("GPUFLEET_RAW_RETENTION", 15 * 60)
+GPUFLEET_MINUTE_RETENTION = parse_seconds("GPUFLEET_MINUTE_RETENTION", 2 * 86400)
+GPUFLEET_QUARTER_RETENTION = parse_seconds("GPUFLEET_QUARTER_RETENTION", 35 * 86400)
+
+# --- the rest -------------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = parse_str("GPUFLEET_TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = STATE_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": parse_str("GPUFLEET_LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

@@ -1,0 +1,105 @@
+"""The node agent: GPU telemetry at 1 Hz, heartbeats, liveness of the other nodes,
+maintenance windows and history housekeeping. ``manage.py agent`` runs ``Agent.run``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import psutil
+from django.conf import settings
+from django.db import OperationalError, close_old_connections
+
+from inventory import actions, telemetry
+from inventory.models import Node
+from inventory.probe import Probe, get_probe
+
+logger = logging.getLogger("gpufleet.agent")
+FACTS_EVERY = 10.0
+LIVENESS_EVERY = 5.0
+HOUSEKEEPING_EVERY = 60.0
+REDISCOVER_EVERY = 30.0
+
+
+def host_facts(storage_roots: list[str]) -> actions.HostFacts:
+    memory = psutil.virtual_memory()
+    disk_free = {}
+    for root in storage_roots:
+        path = Path(root)
+        path.mkdir(parents=True, exist_ok=True)
+        disk_free[root] = psutil.disk_usage(str(path)).free
+    return actions.HostFacts(
+        cpu_count=psutil.cpu_count() or 0,
+        ram_total=memory.total,
+        ram_available=memory.available,
+        disk_free=disk_free,
+    )
+
+
+class Agent:
+    def __init__(self, node_name: str, address: str, probe: Probe | None = None) -> None:
+        self.node_name = node_name
+        self.address = address
+        self.probe = probe or get_probe(node_name)
+        self.stop = threading.Event()
+        self._due: dict[str, float] = {"rediscover": time.monotonic() + REDISCOVER_EVERY}
+        self.node: Node = self.register()
+
+    def register(self) -> Node:
+        devices = self.probe.devices()
+        node = actions.do_register_node(self.node_name, self.address, devices, self.probe.message)
+        self._known = {d.uuid for d in devices}
+        logger.info("agent for %s: %s", node.name, self.probe.message)
+        return node
+
+    def _is_due(self, name: str, every: float, now: float) -> bool:
+        if now >= self._due.get(name, 0.0):
+            self._due[name] = now + every
+            return True
+        return False
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        readings = self.probe.read()
+        if self._is_due("rediscover", REDISCOVER_EVERY, now) or any(
+            r.uuid and r.uuid not in self._known for r in readings
+        ):
+            self.node = self.register()
+        telemetry.record_readings(self.node, readings)
+        facts = None
+        if self._is_due("facts", FACTS_EVERY, now):
+            facts = host_facts(settings.GPUFLEET_STORAGE_ROOTS)
+        self.node = actions.do_heartbeat(self.node, facts)
+        if self._is_due("liveness", LIVENESS_EVERY, now):
+            actions.do_mark_stale_nodes_offline()
+            actions.do_apply_maintenance_windows()
+        if self._is_due("housekeeping", HOUSEKEEPING_EVERY, now):
+            telemetry.housekeeping(self.node)
+
+    def run(self) -> None:
+        interval = settings.GPUFLEET_SAMPLE_INTERVAL
+        next_tick = time.monotonic()
+        while not self.stop.is_set():
+            close_old_connections()
+            try:
+                self.tick()
+            except OperationalError:  # e.g. the database restarting: try again next tick
+                logger.exception("agent tick failed; retrying")
+            next_tick += interval
+            delay = next_tick - time.monotonic()
+            if delay < 0:  # fell behind: do not try to catch up with a burst
+                next_tick, delay = time.monotonic(), 0
+            self.stop.wait(delay)
+        self.probe.close()
+
+    def install_signal_handlers(self) -> None:
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            logger.info("agent stopping (signal %s)", signum)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)

@@ -1,0 +1,30 @@
+from django.db import models
+
+
+class NodeStatus(models.TextChoices):
+    ONLINE = "online", "Online"
+    OFFLINE = "offline", "Offline"
+    MAINTENANCE = "maintenance", "Maintenance"
+    DRAINING = "draining", "Draining"
+
+
+class AlertKind(models.TextChoices):
+    NODE_OFFLINE = "node_offline", "Node offline"
+    GPU_TEMPERATURE = "gpu_temperature", "GPU temperature"
+    GPU_MISSING = "gpu_missing", "GPU disappeared"
+    GPU_ERROR = "gpu_error", "GPU reports NVML errors"
+
+
+class Severity(models.TextChoices):
+    WARNING = "warning", "Warning"
+    CRITICAL = "critical", "Critical"
+
+
+class Resolution(models.IntegerChoices):
+    RAW = 1, "1 s"
+    MINUTE = 60, "1 min"
+    QUARTER = 900, "15 min"
+
+
+PRIORITY_MIN = 0
+PRIORITY_MAX = 100

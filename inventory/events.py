@@ -1,0 +1,103 @@
+"""The one sender of live events.
+
+An event is a small typed dict of plain data. ``send`` delivers it after the current
+transaction commits:
+
+* cluster (``REDIS_URL``): straight to the channels-redis group every web process reads;
+* embedded default: into the ``LiveEvent`` outbox table, which each web process relays
+  to its in-memory channel layer (``relay_forever``), so events from the agent and the
+  worker reach browsers without Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any, Literal, TypedDict
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+
+from inventory.models import LiveEvent
+
+GROUP = "fleet"
+logger = logging.getLogger(__name__)
+
+EventKind = Literal[
+    "node.gpus", "node.status", "alerts.changed", "maintenance.changed", "gpu.settings"
+]
+
+
+class Event(TypedDict, total=False):
+    id: str
+    kind: EventKind
+    sent_at: float
+    node_id: str
+    rows: list[dict[str, Any]]
+
+
+def make_event(kind: EventKind, **fields: Any) -> Event:
+    event: Event = {"id": uuid.uuid4().hex, "kind": kind, "sent_at": time.time()}
+    event.update(fields)  # type: ignore[typeddict-item]
+    return event
+
+
+def send(kind: EventKind, **fields: Any) -> None:
+    event = make_event(kind, **fields)
+    transaction.on_commit(lambda: deliver(event))
+
+
+def deliver(event: Event) -> None:
+    if settings.REDIS_URL:
+        layer = get_channel_layer()
+        assert layer is not None
+        async_to_sync(layer.group_send)(GROUP, {"type": "fleet.event", "event": event})
+    else:
+        LiveEvent.objects.create(payload=event)
+
+
+def _fetch_after(last_id: int, limit: int = 500) -> list[tuple[int, Event]]:
+    rows = LiveEvent.objects.filter(id__gt=last_id).order_by("id").values_list("id", "payload")
+    return list(rows[:limit])
+
+
+def _latest_id() -> int:
+    latest = LiveEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    return latest or 0
+
+
+class Relay:
+    """Polls the outbox and hands new events to this process's channel layer."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+
+    def ensure_started(self) -> None:
+        if settings.REDIS_URL:
+            return
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self.run())
+
+    async def run(self) -> None:
+        layer = get_channel_layer()
+        assert layer is not None
+        last_id = await sync_to_async(_latest_id, thread_sensitive=False)()
+        while True:
+            try:
+                batch = await sync_to_async(_fetch_after, thread_sensitive=False)(last_id)
+            except Exception:  # the database may be briefly locked or restarting
+                logger.exception("event relay: reading the outbox failed")
+                batch = []
+            for event_id, payload in batch:
+                last_id = event_id
+                await layer.group_send(GROUP, {"type": "fleet.event", "event": payload})
+            if len(batch) < 500:
+                await asyncio.sleep(settings.GPUFLEET_EVENT_POLL)
+
+
+relay = Relay()

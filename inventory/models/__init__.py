@@ -1,0 +1,8 @@
+from inventory.models.alerts import Alert
+from inventory.models.events import LiveEvent
+from inventory.models.nodes import MaintenanceWindow, Node
+from inventory.models.gpus import Gpu
+from inventory.models.telemetry import GpuSample
+from inventory.models.tokens import ApiToken
+
+__all__ = ["Alert", "ApiToken", "Gpu", "GpuSample", "LiveEvent", "MaintenanceWindow", "Node"]

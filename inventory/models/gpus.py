@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from inventory.choices import PRIORITY_MAX, PRIORITY_MIN
+from inventory.models.nodes import Node
+
+
+class Gpu(models.Model):
+    """One GPU, a component of its node. Readings of the last sample are kept on the row
+    so that pages and placement read one table; history lives in ``GpuSample``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="gpus")
+    index = models.PositiveSmallIntegerField()
+    uuid = models.CharField(max_length=80, unique=True, help_text="NVML UUID (GPU-…)")
+    name = models.CharField(max_length=100)
+    memory_total = models.PositiveBigIntegerField(help_text="bytes")
+    driver_version = models.CharField(max_length=32, blank=True)
+    cuda_version = models.CharField(max_length=16, blank=True)
+    compute_capability = models.CharField(max_length=8, blank=True)
+    power_limit = models.FloatField(default=0, help_text="watts")
+    priority = models.IntegerField(
+        default=50,
+        validators=[MinValueValidator(PRIORITY_MIN), MaxValueValidator(PRIORITY_MAX)],
+        help_text=f"{PRIORITY_MIN}–{PRIORITY_MAX}; higher comes first in device order.",
+    )
+    enabled = models.BooleanField(default=True, help_text="A disabled GPU gets no new work.")
+    reserved_override = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="bytes kept free; empty means the global default"
+    )
+    present = models.BooleanField(default=True, help_text="False once the probe stops seeing it")
+    # last reading
+    utilization = models.FloatField(default=0, help_text="percent")
+    memory_used = models.PositiveBigIntegerField(default=0, help_text="bytes")
+    temperature = models.FloatField(null=True, blank=True, help_text="°C")
+    power_draw = models.FloatField(null=True, blank=True, help_text="watts")
+    processes = models.JSONField(default=list, blank=True)
+    sampled_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["node__name", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["node", "index"], name="gpu_unique_index_per_node"),
+            models.CheckConstraint(
+                condition=models.Q(priority__gte=PRIORITY_MIN, priority__lte=PRIORITY_MAX),
+                name="gpu_priority_in_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node.name}/gpu{self.index} ({self.name})"
+
+    def clean(self) -> None:
+        reserved = self.reserved_override
+        if reserved is not None and self.memory_total and reserved >= self.memory_total:
+            raise ValidationError(
+                {"reserved_override": "Reserved memory must be below the GPU's total memory."}
+            )
+
+    @property
+    def reserved(self) -> int:
+        if self.reserved_override is not None:
+            return self.reserved_override
+        return min(settings.GPUFLEET_RESERVED_DEFAULT, self.memory_total)
+
+    @property
+    def memory_free(self) -> int:
+        return max(self.memory_total - self.memory_used, 0)
+
+    @property
+    def foreign_memory(self) -> int:
+        """Memory used by processes gpufleet does not run (all of it until instances exist)."""
+        return self.memory_used

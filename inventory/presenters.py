@@ -1,0 +1,58 @@
+"""Plain-data rows that the full pages and the live events both render from."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from inventory.models import Gpu
+
+
+class GpuRow(TypedDict):
+    id: str
+    node_id: str
+    index: int
+    name: str
+    uuid: str
+    utilization: float
+    memory_used: int
+    memory_total: int
+    memory_pct: float
+    temperature: float | None
+    power_draw: float | None
+    power_limit: float
+    priority: int
+    enabled: bool
+    present: bool
+    error: str
+    sampled_at: float | None
+
+
+def gpu_row(gpu: Gpu) -> GpuRow:
+    total = gpu.memory_total or 1
+    return {
+        "id": str(gpu.id),
+        "node_id": str(gpu.node_id),
+        "index": gpu.index,
+        "name": gpu.name,
+        "uuid": gpu.uuid,
+        "utilization": gpu.utilization,
+        "memory_used": gpu.memory_used,
+        "memory_total": gpu.memory_total,
+        "memory_pct": round(100 * gpu.memory_used / total, 1),
+        "temperature": gpu.temperature,
+        "power_draw": gpu.power_draw,
+        "power_limit": gpu.power_limit,
+        "priority": gpu.priority,
+        "enabled": gpu.enabled,
+        "present": gpu.present,
+        "error": gpu.error,
+        "sampled_at": gpu.sampled_at.timestamp() if gpu.sampled_at else None,
+    }
+
+
+def gpu_state(row: GpuRow) -> str:
+    if not row["present"]:
+        return "missing"
+    if row["error"]:
+        return "error"
+    return "enabled" if row["enabled"] else "disabled"
