@@ -1,0 +1,75 @@
+"""Shared fixtures: personas (admin, operator, viewer, anonymous) and a small fleet."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.test import Client
+
+from tests.factories import GpuFactory, NodeFactory, UserFactory
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Service- or browser-backed tests skip with a reason on a dev machine, never in CI."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must run this test)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def admin_user(db):
+    return UserFactory(username="admin", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def operator_user(db):
+    return UserFactory(username="operator", operator=True)
+
+
+@pytest.fixture
+def viewer_user(db):
+    return UserFactory(username="viewer")
+
+
+def _client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def admin_client(admin_user) -> Client:
+    return _client_for(admin_user)
+
+
+@pytest.fixture
+def operator_client(operator_user) -> Client:
+    return _client_for(operator_user)
+
+
+@pytest.fixture
+def viewer_client(viewer_user) -> Client:
+    return _client_for(viewer_user)
+
+
+@pytest.fixture
+def anon_client() -> Client:
+    return Client()
+
+
+@pytest.fixture
+def node(db):
+    return NodeFactory(name="node-a")
+
+
+@pytest.fixture
+def gpus(node):
+    return [GpuFactory(node=node, index=i) for i in range(2)]
+
+
+@pytest.fixture
+def gpu(gpus):
+    return gpus[0]

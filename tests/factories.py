@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.utils import timezone
+
+from inventory.access import OPERATORS_GROUP
+from inventory.models import Alert, Gpu, MaintenanceWindow, Node
+
+GIB = 1024**3
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", "pw-for-tests")
+
+    @factory.post_generation
+    def operator(self, create: bool, extracted: bool | None, **kwargs: object) -> None:
+        if extracted:
+            self.groups.add(Group.objects.get(name=OPERATORS_GROUP))
+        self.save()
+
+
+class NodeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Node
+
+    name = factory.Sequence(lambda n: f"node-{n}")
+    address = "127.0.0.1"
+    cpu_count = 32
+    ram_total = 256 * GIB
+    ram_available = 200 * GIB
+    last_heartbeat = factory.LazyFunction(timezone.now)
+
+
+class GpuFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Gpu
+
+    node = factory.SubFactory(NodeFactory)
+    index = factory.Sequence(lambda n: n % 1000)
+    uuid = factory.Sequence(lambda n: f"GPU-00000000-0000-0000-0000-{n:012d}")
+    name = "NVIDIA A100-SXM4-80GB"
+    memory_total = 80 * GIB
+    memory_used = 2 * GIB
+    utilization = 37.0
+    temperature = 51.0
+    power_draw = 180.0
+    power_limit = 400.0
+    driver_version = "550.54.15"
+    cuda_version = "12.4"
+    compute_capability = "8.0"
+    sampled_at = factory.LazyFunction(timezone.now)
+
+
+class MaintenanceWindowFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = MaintenanceWindow
+
+    node = factory.SubFactory(NodeFactory)
+    starts_at = factory.LazyFunction(lambda: timezone.now() + timezone.timedelta(hours=1))
+    ends_at = factory.LazyFunction(lambda: timezone.now() + timezone.timedelta(hours=3))
+    message = "Driver upgrade"
+
+
+class AlertFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Alert
+
+    key = factory.Sequence(lambda n: f"test:{n}")
+    kind = "gpu_temperature"
+    severity = "warning"
+    message = "GPU is hot"
