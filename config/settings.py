@@ -112,7 +112,6 @@ def _database(url: str) -> dict[str, Any]:
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
         }
-        config["TEST"] = {"NAME": str(STATE_DIR / "test.sqlite3")}
     return config
 
 

@@ -21,9 +21,7 @@ _cache: OrderedDict[str, str] = OrderedDict()
 def fleet_context() -> dict[str, Any]:
     nodes = Node.objects.prefetch_related("gpus").order_by("name")
     return {
-        "nodes": [
-            {"node": node, "rows": [gpu_row(g) for g in node.gpus.all()]} for node in nodes
-        ],
+        "nodes": [{"node": node, "rows": [gpu_row(g) for g in node.gpus.all()]} for node in nodes],
         "active_alerts": list(Alert.objects.active().select_related("node", "gpu")[:50]),
     }
 

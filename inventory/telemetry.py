@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict
+from uuid import UUID
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Avg, Max
+from django.db.models import Avg, Max, QuerySet
 from django.utils import timezone
 
 from inventory import alerts, events
@@ -26,7 +27,9 @@ TEMPERATURE_HYSTERESIS = 5.0
 
 
 @transaction.atomic
-def record_readings(node: Node, readings: Iterable[GpuReading], now: datetime | None = None) -> None:
+def record_readings(
+    node: Node, readings: Iterable[GpuReading], now: datetime | None = None
+) -> None:
     """Store one tick of readings for a node and send its GPU rows to browsers."""
     now = now or timezone.now()
     gpus = {g.uuid: g for g in node.gpus.all()}
@@ -92,8 +95,14 @@ def _sample(gpu: Gpu, reading: GpuReading, now: datetime) -> GpuSample:
     )
 
 
-def _raise(active: set[str], key: str, kind: AlertKind, message: str, gpu: Gpu,
-           severity: Severity = Severity.WARNING) -> None:
+def _raise(
+    active: set[str],
+    key: str,
+    kind: AlertKind,
+    message: str,
+    gpu: Gpu,
+    severity: Severity = Severity.WARNING,
+) -> None:
     if key not in active:
         alerts.raise_alert(key, kind, message, severity=severity, node=gpu.node, gpu=gpu)
 
@@ -129,14 +138,20 @@ def _check_temperature(gpu: Gpu, temperature: float | None, active: set[str]) ->
 def _gpu_missing(gpu: Gpu, active: set[str]) -> None:
     gpu.present = False
     message = f"{gpu} ({gpu.uuid}) has disappeared from the node."
-    _raise(active, alerts.gpu_key(AlertKind.GPU_MISSING, gpu), AlertKind.GPU_MISSING,
-           message, gpu, Severity.CRITICAL)
+    _raise(
+        active,
+        alerts.gpu_key(AlertKind.GPU_MISSING, gpu),
+        AlertKind.GPU_MISSING,
+        message,
+        gpu,
+        Severity.CRITICAL,
+    )
 
 
 # --- downsampling and retention -------------------------------------------------------
 
 
-def rollup(gpu_ids: Iterable[object], source: int, target: int, now: datetime) -> int:
+def rollup(gpu_ids: Iterable[UUID], source: int, target: int, now: datetime) -> int:
     """Average complete ``target``-second spans of ``source`` samples into one row each."""
     created = 0
     span_end = _floor(now, target)
@@ -154,20 +169,25 @@ def rollup(gpu_ids: Iterable[object], source: int, target: int, now: datetime) -
 
 
 def _rollup_spans(
-    gpu_id: object, qs: object, begin: datetime, end: datetime, target: int
+    gpu_id: UUID, qs: QuerySet[GpuSample], begin: datetime, end: datetime, target: int
 ) -> int:
     rows = []
     step = timedelta(seconds=target)
     cursor = begin
     while cursor < end:
-        agg = qs.filter(ts__gte=cursor, ts__lt=cursor + step).aggregate(  # type: ignore[attr-defined]
+        agg = qs.filter(ts__gte=cursor, ts__lt=cursor + step).aggregate(
             u=Avg("utilization"), m=Avg("memory_used"), t=Avg("temperature"), p=Avg("power_draw")
         )
         if agg["u"] is not None:
             rows.append(
                 GpuSample(
-                    gpu_id=gpu_id, ts=cursor, resolution=target, utilization=agg["u"],
-                    memory_used=int(agg["m"]), temperature=agg["t"], power_draw=agg["p"],
+                    gpu_id=gpu_id,
+                    ts=cursor,
+                    resolution=target,
+                    utilization=agg["u"],
+                    memory_used=int(agg["m"]),
+                    temperature=agg["t"],
+                    power_draw=agg["p"],
                 )
             )
         cursor += step

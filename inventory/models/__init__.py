@@ -1,7 +1,7 @@
 from inventory.models.alerts import Alert
 from inventory.models.events import LiveEvent
-from inventory.models.nodes import MaintenanceWindow, Node
 from inventory.models.gpus import Gpu
+from inventory.models.nodes import MaintenanceWindow, Node
 from inventory.models.telemetry import GpuSample
 from inventory.models.tokens import ApiToken
 

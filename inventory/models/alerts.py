@@ -35,7 +35,9 @@ class Alert(models.Model):
         ordering = ["-raised_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["key"], condition=Q(cleared_at__isnull=True), name="alert_one_active_per_key"
+                fields=["key"],
+                condition=Q(cleared_at__isnull=True),
+                name="alert_one_active_per_key",
             )
         ]
 

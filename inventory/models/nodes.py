@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -74,7 +74,7 @@ class MaintenanceWindowQuerySet(models.QuerySet["MaintenanceWindow"]):
     def announced(self, now: datetime | None = None) -> MaintenanceWindowQuerySet:
         """Windows shown on every page: active, or starting within the next week."""
         now = now or timezone.now()
-        return self.filter(ends_at__gt=now, starts_at__lte=now + timezone.timedelta(days=7))
+        return self.filter(ends_at__gt=now, starts_at__lte=now + timedelta(days=7))
 
 
 class MaintenanceWindow(models.Model):

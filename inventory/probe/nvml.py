@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from inventory.probe.base import GpuInfo, GpuReading, ProbeUnavailable, ProcessUsage
@@ -99,7 +100,5 @@ class NvmlProbe:
         )
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(self._nvml.NVMLError):
             self._nvml.nvmlShutdown()
-        except self._nvml.NVMLError:
-            pass

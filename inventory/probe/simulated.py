@@ -146,7 +146,9 @@ class SimulatedProbe:
             memory_used=used,
             memory_total=model.memory,
             temperature=float(forced) if forced is not None else round(temperature),
-            power_draw=round(model.idle_power + load / 100 * (model.power_limit - model.idle_power), 1),
+            power_draw=round(
+                model.idle_power + load / 100 * (model.power_limit - model.idle_power), 1
+            ),
             processes=processes if foreign else (),
         )
 

@@ -1,0 +1,119 @@
+"""A real headless Chromium logs in and watches a GPU row change live."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import skip_or_fail
+from tests.e2e.stack import Stack
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def stack(tmp_path) -> Iterator[Stack]:
+    stack = Stack(tmp_path, GPUFLEET_EVENT_POLL="0.1")
+    stack.manage("migrate", "-v0")
+    stack.create_user("viewer", "viewer-password")
+    stack.start_agent("live-node", "2xA100-80GB")
+    stack.start_web()
+    yield stack
+    stack.stop_all()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not (CHROMIUM and CHROMEDRIVER):
+        skip_or_fail("Debian's chromium and chromium-driver are not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,900",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def _wait(predicate, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _first_row(driver):
+    from selenium.webdriver.common.by import By
+
+    rows = driver.find_elements(By.CSS_SELECTOR, "tr.gpu")
+    return rows[0] if rows else None
+
+
+def _row_state(driver) -> tuple[str, str] | None:
+    """(row id, data-sampled) of the first GPU row, read in one script call."""
+    return driver.execute_script(
+        "const r = document.querySelector('tr.gpu');return r ? [r.id, r.dataset.sampled] : null;"
+    )
+
+
+def _log_in(driver, stack: Stack) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(stack.url + "/")
+    assert "/login/" in driver.current_url
+    driver.find_element(By.NAME, "username").send_keys("viewer")
+    driver.find_element(By.NAME, "password").send_keys("viewer-password")
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def _indicator(driver) -> str:
+    return driver.execute_script("return document.getElementById('live-status').className")
+
+
+def test_a_logged_in_viewer_sees_a_gpu_row_change_live(stack, browser):
+    _log_in(browser, stack)
+    first = _wait(lambda: _row_state(browser), what="a GPU row")
+    _wait(lambda: "live" in _indicator(browser).split(), what="the live indicator")
+    changed = _wait(
+        lambda: (s := _row_state(browser)) and s[0] == first[0] and s[1] != first[1] and s,
+        what="the row's sample to change without a reload",
+    )
+    assert float(changed[1]) > float(first[1])
+    assert browser.execute_script("return performance.getEntriesByType('navigation').length") == 1
+    browser.save_screenshot(str(stack.state_dir / "overview.png"))
+
+
+def test_the_indicator_shows_when_updates_stop_and_a_reconnect_resyncs(stack, browser):
+    _log_in(browser, stack)
+    _wait(lambda: "live" in _indicator(browser).split(), what="the live indicator")
+    stack.stop("web")
+    _wait(
+        lambda: any(s in _indicator(browser) for s in ("down", "stale")),
+        what="the indicator to show the outage",
+    )
+    before = _row_state(browser)
+    stack.start_web()
+    _wait(lambda: "live" in _indicator(browser).split(), timeout=30, what="reconnect")
+    _wait(
+        lambda: (s := _row_state(browser)) and s[1] != before[1], what="fresh rows after the resync"
+    )
