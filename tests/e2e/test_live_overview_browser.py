@@ -117,3 +117,30 @@ def test_the_indicator_shows_when_updates_stop_and_a_reconnect_resyncs(stack, br
     _wait(
         lambda: (s := _row_state(browser)) and s[1] != before[1], what="fresh rows after the resync"
     )
+
+
+def _badge(driver) -> str:
+    return driver.execute_script(
+        "const b = document.querySelector('.node-header .badge'); return b ? b.textContent : '';"
+    )
+
+
+def test_a_node_whose_agent_dies_turns_offline_live_and_back_online(tmp_path, browser):
+    stack = Stack(tmp_path, GPUFLEET_EVENT_POLL="0.1", GPUFLEET_HEARTBEAT_TIMEOUT="3")
+    try:
+        stack.manage("migrate", "-v0")
+        stack.create_user("viewer", "viewer-password")
+        stack.start_agent("lonely", "1xL4")
+        stack.start_web()
+        _log_in(browser, stack)
+        _wait(lambda: _badge(browser).strip() == "Online", what="the node online")
+        stack.stop("agent-lonely")
+        _wait(lambda: _badge(browser).strip() == "Offline", timeout=20, what="the node offline")
+        alerts = browser.execute_script(
+            "return document.getElementById('alerts-panel').textContent"
+        )
+        assert "lonely is offline" in alerts
+        stack.start_agent("lonely", "1xL4")
+        _wait(lambda: _badge(browser).strip() == "Online", timeout=20, what="the node back")
+    finally:
+        stack.stop_all()
