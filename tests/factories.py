@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -21,9 +24,10 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     @factory.post_generation
     def operator(self, create: bool, extracted: bool | None, **kwargs: object) -> None:
+        user: Any = self
         if extracted:
-            self.groups.add(Group.objects.get(name=OPERATORS_GROUP))
-        self.save()
+            user.groups.add(Group.objects.get(name=OPERATORS_GROUP))
+        user.save()
 
 
 class NodeFactory(factory.django.DjangoModelFactory):
@@ -63,8 +67,8 @@ class MaintenanceWindowFactory(factory.django.DjangoModelFactory):
         model = MaintenanceWindow
 
     node = factory.SubFactory(NodeFactory)
-    starts_at = factory.LazyFunction(lambda: timezone.now() + timezone.timedelta(hours=1))
-    ends_at = factory.LazyFunction(lambda: timezone.now() + timezone.timedelta(hours=3))
+    starts_at = factory.LazyFunction(lambda: timezone.now() + timedelta(hours=1))
+    ends_at = factory.LazyFunction(lambda: timezone.now() + timedelta(hours=3))
     message = "Driver upgrade"
 
 
