@@ -144,6 +144,23 @@ def do_apply_maintenance_windows(now: Any = None) -> None:
             events.send("maintenance.changed")
 
 
+@transaction.atomic
+def do_save_maintenance_window(window: MaintenanceWindow) -> MaintenanceWindow:
+    """Create or change a window; the node's state follows at once."""
+    window.full_clean()
+    window.save()
+    do_apply_maintenance_windows()
+    events.send("maintenance.changed")
+    return window
+
+
+@transaction.atomic
+def do_delete_maintenance_window(window: MaintenanceWindow) -> None:
+    window.delete()
+    do_apply_maintenance_windows()
+    events.send("maintenance.changed")
+
+
 def do_set_draining(node: Node, draining: bool) -> bool:
     source, target = (
         (NodeStatus.ONLINE, NodeStatus.DRAINING)
