@@ -1,0 +1,142 @@
+"""Reading a remote GGUF header with HTTP Range requests (httpx).
+
+Only the bytes the header needs are fetched: 256 KiB first, then chunks that
+double, within the parser's ``max_header_bytes`` limit. A server that answers a
+Range request with the whole file (HTTP 200) is refused, not downloaded, unless
+that file is no bigger than the range asked for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from models_app.gguf.errors import GGUFRemoteError
+from models_app.gguf.sources import SourceBase
+
+REMOTE_INITIAL_CHUNK = 256 * 1024
+DEFAULT_TIMEOUT = 30.0
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+class HttpRangeSource(SourceBase):
+    """A remote file read through ``Range: bytes=a-b`` requests.
+
+    ``headers`` (e.g. ``Authorization``) go with every request; redirects are
+    followed. Pass ``client`` to share connections; otherwise one is made and
+    closed by ``close()``. ``bytes_received`` and ``requests`` count the traffic.
+    """
+
+    complete = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        client: httpx.Client | None = None,
+        initial_chunk: int = REMOTE_INITIAL_CHUNK,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.url = url
+        self.name = _redact(url)
+        self.initial_chunk = initial_chunk
+        self._headers = dict(headers or {})
+        self._owns_client = client is None
+        self._client = client or httpx.Client(follow_redirects=True, timeout=timeout)
+        self._size: int | None = None
+        self.bytes_received = 0
+        self.requests = 0
+
+    def size(self) -> int | None:
+        return self._size
+
+    def read(self, offset: int, length: int) -> bytes:
+        if length <= 0 or (self._size is not None and offset >= self._size):
+            return b""
+        headers = {
+            **self._headers,
+            "Range": f"bytes={offset}-{offset + length - 1}",
+            "Accept-Encoding": "identity",
+        }
+        self.requests += 1
+        try:
+            with self._client.stream(
+                "GET", self.url, headers=headers, follow_redirects=True
+            ) as response:
+                return self._body(response, offset, length)
+        except httpx.HTTPError as exc:
+            raise GGUFRemoteError(f"cannot read {self.name}: {exc}") from exc
+
+    def _body(self, response: httpx.Response, offset: int, length: int) -> bytes:
+        status = response.status_code
+        if status == 416:
+            self._size = _content_range(response)[1]
+            return b""
+        if status == 200 and _is_whole_small_file(response, offset, length):
+            self._size = int(response.headers["content-length"])
+            return self._received(_read_at_most(response, length))
+        if status == 200:
+            raise GGUFRemoteError(
+                f"{self.name} ignored the Range request (HTTP 200, whole file): the server does "
+                "not support partial downloads, so the header cannot be read remotely"
+            )
+        if status != 206:
+            raise GGUFRemoteError(
+                f"cannot read {self.name}: HTTP {status} {response.reason_phrase}"
+            )
+        start, total = _content_range(response)
+        if start != offset:
+            raise GGUFRemoteError(f"{self.name} sent bytes from {start}, asked for {offset}")
+        self._size = total
+        return self._received(_read_at_most(response, length))
+
+    def _received(self, data: bytes) -> bytes:
+        self.bytes_received += len(data)
+        return data
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+def _is_whole_small_file(response: httpx.Response, offset: int, length: int) -> bool:
+    """A 200 answer is fine when it is the whole file and no more than was asked for."""
+    declared = response.headers.get("content-length", "")
+    return offset == 0 and declared.isdigit() and int(declared) <= length
+
+
+def _read_at_most(response: httpx.Response, length: int) -> bytes:
+    chunks: list[bytes] = []
+    received = 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        received += len(chunk)
+        if received >= length:
+            break
+    return b"".join(chunks)[:length]
+
+
+def _content_range(response: httpx.Response) -> tuple[int | None, int | None]:
+    """(first byte, total size) from Content-Range; None where the server gives '*'."""
+    header = response.headers.get("content-range", "")
+    match = _CONTENT_RANGE.match(header)
+    if not match:
+        raise GGUFRemoteError(
+            f"bad or missing Content-Range header {header!r} (HTTP {response.status_code})"
+        )
+    start, _end, total = match.groups()
+    return (
+        None if start is None else int(start),
+        None if total == "*" else int(total),
+    )
+
+
+def _redact(url: str) -> str:
+    """The URL without credentials or query string (which may hold signed tokens)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc, query="", fragment=""))
