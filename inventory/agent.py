@@ -53,7 +53,7 @@ class Agent:
         devices = self.probe.devices()
         node = actions.do_register_node(self.node_name, self.address, devices, self.probe.message)
         self._known = {d.uuid for d in devices}
-        logger.info("agent for %s: %s", node.name, self.probe.message)
+        logger.debug("agent for %s: %s", node.name, self.probe.message)
         return node
 
     def _is_due(self, name: str, every: float, now: float) -> bool:

@@ -73,3 +73,19 @@ def gpus(node):
 @pytest.fixture
 def gpu(gpus):
     return gpus[0]
+
+
+@pytest.fixture
+def sent_events(monkeypatch) -> list[dict]:
+    """Events delivered after commit, whatever the transport (outbox table or Redis)."""
+    from inventory import events
+
+    sent: list[dict] = []
+    original = events.deliver
+
+    def record(event):
+        sent.append(event)
+        original(event)
+
+    monkeypatch.setattr(events, "deliver", record)
+    return sent

@@ -69,9 +69,18 @@ class NvmlProbe:
                 readings.append(GpuReading(index=index, uuid="", error=f"NVML: {exc}"))
         return readings
 
+    def _memory(self, handle: Any) -> Any:
+        """v2 counts the driver's reserved memory apart from ``used``, as nvidia-smi
+        does since driver 510; drivers without v2 give v1, where it is part of used."""
+        nvml = self._nvml
+        try:
+            return nvml.nvmlDeviceGetMemoryInfo(handle, version=nvml.nvmlMemory_v2)
+        except (nvml.NVMLError, AttributeError):
+            return nvml.nvmlDeviceGetMemoryInfo(handle)
+
     def _reading(self, index: int, handle: Any) -> GpuReading:
         nvml = self._nvml
-        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        memory = self._memory(handle)
         return GpuReading(
             index=index,
             uuid=_text(nvml.nvmlDeviceGetUUID(handle)),

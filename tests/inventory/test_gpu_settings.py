@@ -7,7 +7,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from inventory.models import Gpu, LiveEvent
+from inventory.models import Gpu
 
 GIB = 1024**3
 MIB = 1024**2
@@ -142,11 +142,12 @@ def test_plain_post_with_errors_shows_the_page_again_with_422(operator_client, g
     _unchanged(gpu)
 
 
-def test_saving_tells_open_pages(operator_client, gpu, django_capture_on_commit_callbacks):
+def test_saving_tells_open_pages(
+    operator_client, gpu, django_capture_on_commit_callbacks, sent_events
+):
     with django_capture_on_commit_callbacks(execute=True):
         operator_client.post(_url(gpu), _form(priority="75"), headers=HX)
-    kinds = [e.payload["kind"] for e in LiveEvent.objects.all()]
-    assert kinds == ["gpu.settings"]
+    assert [e["kind"] for e in sent_events] == ["gpu.settings"]
 
 
 def test_admin_may_change_settings(admin_client, gpu):

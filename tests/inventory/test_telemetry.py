@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from inventory import telemetry
 from inventory.choices import AlertKind, Resolution
-from inventory.models import Alert, Gpu, GpuSample, LiveEvent
+from inventory.models import Alert, Gpu, GpuSample
 from inventory.probe import GpuReading
 from tests.factories import GIB, GpuFactory
 
@@ -24,13 +24,13 @@ def _reading(gpu: Gpu, **kw) -> GpuReading:
     return GpuReading(index=gpu.index, uuid=gpu.uuid, **(values | kw))
 
 
-def test_a_tick_updates_the_rows_stores_samples_and_sends_the_node_rows(node, gpus):
+def test_a_tick_updates_the_rows_stores_samples_and_sends_the_node_rows(node, gpus, sent_events):
     telemetry.record_readings(
         node, [_reading(g, utilization=10.0 * (i + 1)) for i, g in enumerate(gpus)]
     )
     assert [g.utilization for g in Gpu.objects.order_by("index")] == [10.0, 20.0]
     assert GpuSample.objects.filter(resolution=Resolution.RAW).count() == 2
-    event = LiveEvent.objects.latest("id").payload
+    event = sent_events[-1]
     assert event["kind"] == "node.gpus" and event["node_id"] == str(node.pk)
     assert [r["utilization"] for r in event["rows"]] == [10.0, 20.0]
 
