@@ -135,3 +135,16 @@ def test_ctrl_c_stops_web_worker_and_agent_with_none_left_behind(tmp_path):
 
 def _log(tmp_path: Path) -> str:
     return (tmp_path / "honcho.log").read_text(errors="replace")[-4000:]
+
+
+def test_an_agent_stopped_while_it_is_still_starting_exits_cleanly(tmp_path):
+    # Ctrl-C right after `make run` reaches the agent before it has installed its own
+    # handler; it must still stop with rc 0, as honcho reports it.
+    env = _environment(tmp_path, _free_port())
+    agent = subprocess.Popen(
+        [sys.executable, "manage.py", "agent"], cwd=ROOT, env=env, stderr=subprocess.PIPE
+    )
+    time.sleep(0.2)  # well inside Django's start-up
+    agent.send_signal(signal.SIGTERM)
+    _, stderr = agent.communicate(timeout=30)
+    assert agent.returncode == 0, stderr.decode(errors="replace")
