@@ -35,6 +35,7 @@ def do_register_node(name: str, address: str, devices: list[GpuInfo], message: s
     node, _ = Node.objects.select_for_update().get_or_create(
         name=name, defaults={"address": address}
     )
+    before = _registration(node)
     node.address, node.probe_message, node.agent_version = address, message, AGENT_VERSION
     node.save(update_fields=["address", "probe_message", "agent_version"])
     seen = {d.uuid for d in devices}
@@ -52,8 +53,22 @@ def do_register_node(name: str, address: str, devices: list[GpuInfo], message: s
             update["index"] = original
             taken.add(original)
         Gpu.objects.filter(pk=gpu.pk).update(**update)
-    events.send("node.status", node_id=str(node.pk))
+    if _registration(node) != before:  # agents re-register every 30 s; mostly nothing changed
+        events.send("node.status", node_id=str(node.pk))
     return node
+
+
+def _registration(node: Node) -> tuple[Any, ...]:
+    """What a registration can change and the overview shows: the node and its devices."""
+    gpus = Gpu.objects.filter(node=node).order_by("uuid")
+    fields = ("uuid", "index", "name", "memory_total", "driver_version", "cuda_version",
+              "compute_capability", "power_limit", "present")  # fmt: skip
+    return (
+        Node.objects.filter(pk=node.pk)
+        .values_list("address", "probe_message", "agent_version")
+        .first(),
+        list(gpus.values_list(*fields)),
+    )
 
 
 def _upsert_gpu(node: Node, device: GpuInfo) -> Gpu:

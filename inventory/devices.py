@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from inventory.models import Gpu
 
@@ -16,6 +16,17 @@ def device_order(gpus: Iterable[Gpu]) -> list[Gpu]:
     return sorted(gpus, key=lambda g: (-g.priority, g.index))
 
 
+def selection_problems(gpus: Sequence[Gpu]) -> list[str]:
+    """Why these GPUs cannot serve one backend process (empty: they can)."""
+    problems = [f"{g} is disabled" for g in gpus if not g.enabled]
+    problems += [f"{g} is not present" for g in gpus if not g.present]
+    if len({g.node_id for g in gpus}) > 1:
+        problems.append("GPUs of several nodes cannot serve one backend process")
+    if len({g.uuid for g in gpus}) != len(gpus):
+        problems.append("a GPU is listed twice")
+    return problems
+
+
 def cuda_visible_devices(gpus: Iterable[Gpu]) -> str:
     """The ``CUDA_VISIBLE_DEVICES`` value for a backend on these GPUs: UUIDs (stable
     across reboots, unlike indexes) in priority order. Disabled or missing GPUs, GPUs of
@@ -23,12 +34,7 @@ def cuda_visible_devices(gpus: Iterable[Gpu]) -> str:
     chosen = list(gpus)
     if not chosen:
         return ""
-    problems = [f"{g} is disabled" for g in chosen if not g.enabled]
-    problems += [f"{g} is not present" for g in chosen if not g.present]
-    if len({g.node_id for g in chosen}) > 1:
-        problems.append("GPUs of several nodes cannot serve one backend process")
-    if len({g.uuid for g in chosen}) != len(chosen):
-        problems.append("a GPU is listed twice")
+    problems = selection_problems(chosen)
     if problems:
         raise DeviceSelectionError("; ".join(problems))
     return ",".join(g.uuid for g in device_order(chosen))

@@ -75,6 +75,17 @@ class Gpu(models.Model):
         return max(self.memory_total - self.memory_used, 0)
 
     @property
+    def free_for_placement(self) -> int:
+        """Bytes a new backend may use here: ``min(total - reserved - claimed,
+        observed_free - reserved)``, never negative. Nothing is claimed until deployments
+        place instances (scheduling), so today it is what the last reading leaves free,
+        less the reserve."""
+        claimed = 0
+        by_accounting = self.memory_total - self.reserved - claimed
+        by_reading = self.memory_free - self.reserved
+        return max(min(by_accounting, by_reading), 0)
+
+    @property
     def foreign_memory(self) -> int:
         """Memory used by processes gpufleet does not run (all of it until instances exist)."""
         return self.memory_used

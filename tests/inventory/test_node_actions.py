@@ -104,3 +104,12 @@ def test_state_changes_emit_one_event_after_commit(sent_events):
     actions.do_set_draining(node, True)
     assert [e["kind"] for e in sent_events] == ["node.status"]
     assert actions.do_set_draining(node, True) is False  # already draining: no change
+
+
+def test_registering_again_unchanged_tells_no_page(sent_events):
+    devices = [_info(0, "GPU-a"), _info(1, "GPU-b")]
+    actions.do_register_node("node-x", "h", devices, "NVML")
+    actions.do_register_node("node-x", "h", devices, "NVML")
+    assert [e["kind"] for e in sent_events] == ["node.status"]
+    actions.do_register_node("node-x", "h", devices[:1], "NVML")  # a GPU disappeared
+    assert [e["kind"] for e in sent_events] == ["node.status", "node.status"]

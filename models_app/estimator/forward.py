@@ -1,0 +1,192 @@
+"""The forward pass of llama / qwen2 / Mixtral-style MoE models as ggml graphs,
+mirroring src/models/llama.cpp, src/models/qwen2.cpp and src/llama-graph.cpp
+(``build_inp_embd``, ``build_norm``, ``build_qkv``, ``build_ffn``, ``build_moe_ffn``).
+
+Weights are external tensors (their memory is not the compute buffer's); their
+shapes matter, and their types when a backend has to copy them. ``layer_ids`` may
+leave out repeating layers: every layer adds the same nodes, so a graph with a few
+of them has the same peak (compute.py relies on it, tests/estimator check it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from models_app.estimator import ggml
+from models_app.estimator.attention import GraphSpec, attn_inputs, build_attn, kv_layer
+from models_app.estimator.ggml import (
+    FLAG_OUTPUT,
+    FLAG_WEIGHTS,
+    QUANTIZED,
+    TYPE_TRAITS,
+    Graph,
+    Tensor,
+)
+from models_app.estimator.shape import LayerShape, ModelShape
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePlan:
+    """Backends per layer: indices into the scheduler's backends (GPUs first, CPU last)."""
+
+    compute: tuple[int, ...]  # where each repeating layer's nodes run
+    weights: tuple[int, ...]  # where each layer's weights live
+    kv: tuple[int, ...]  # where each layer's KV cache lives
+    core: tuple[int | None, ...]  # where KQ/softmax/KQV run if not on the compute device
+    input: int = 0  # token embeddings and the graph inputs
+    output: int = 0  # output norm and projection
+    output_weights: int = 0
+
+    @classmethod
+    def single(cls, n_layer: int, device: int = 0) -> DevicePlan:
+        same = (device,) * n_layer
+        return cls(same, same, same, (None,) * n_layer, device, device, device)
+
+
+class _Builder:
+    """One graph under construction: the model, the ubatch, and the shared inputs."""
+
+    def __init__(self, shape: ModelShape, spec: GraphSpec, plan: DevicePlan) -> None:
+        self.graph, self.shape, self.spec, self.plan = Graph(), shape, spec, plan
+        with ggml.on_device(plan.input):
+            self.embd = self._inp_embd()
+            self.pos = ggml.new_input("I32", (spec.n_tokens,), "inp_pos")
+            n_embd_v_gqa = shape.n_head_kv_max * shape.head_dim_v
+            self.attn = attn_inputs(spec, n_embd_v_gqa)
+            self.out_ids = ggml.new_input("I32", (spec.n_outputs,), "out_ids")
+
+    def w(self, name: str, *ne: int) -> Tensor:
+        """A weight of the model (its file type if it fits the shape, else F32)."""
+        type_name = self.shape.weight_types.get(name, "F32")
+        if type_name in QUANTIZED and ne[0] % TYPE_TRAITS[type_name][0]:
+            type_name = "F32"
+        return ggml.external(type_name, ne, name, FLAG_WEIGHTS)
+
+    def _inp_embd(self) -> Tensor:
+        tokens = ggml.new_input("I32", (self.spec.n_tokens,), "inp_tokens")
+        embd = ggml.new_input("F32", (self.shape.n_embd, self.spec.n_tokens), "inp_embd")
+        cur = ggml.get_rows(
+            self.w("token_embd.weight", self.shape.n_embd, self.shape.n_vocab), tokens
+        )
+        self.graph.expand(cur)  # ggml_build_forward_select visits both inputs
+        self.graph.expand(embd)
+        return cur
+
+    def norm(self, cur: Tensor, name: str) -> Tensor:
+        """``build_norm`` with LLM_NORM_RMS and a weight."""
+        return ggml.mul(ggml.rms_norm(cur), self.w(name, self.shape.n_embd))
+
+    def qkv(self, cur: Tensor, il: int) -> tuple[Tensor, ...]:
+        """``build_qkv`` (separate Q/K/V, optional biases), reshaped to heads."""
+        shape, layer = self.shape, self.shape.layers[il]
+        dims = (
+            ("q", shape.head_dim_k, layer.n_head),
+            ("k", shape.head_dim_k, layer.n_head_kv),
+            ("v", shape.head_dim_v, layer.n_head_kv),
+        )
+        out = []
+        for role, head_dim, n_head in dims:
+            width = head_dim * n_head
+            proj = ggml.mul_mat(self.w(f"blk.{il}.attn_{role}.weight", shape.n_embd, width), cur)
+            if layer.qkv_bias:
+                proj = ggml.add(proj, self.w(f"blk.{il}.attn_{role}.bias", width))
+            out.append(ggml.reshape(proj, head_dim, n_head, cur.ne[1]))
+        return tuple(out)
+
+    def ffn(self, cur: Tensor, il: int, n_ff: int) -> Tensor:
+        """``build_ffn`` with SILU and a parallel gate: down(swiglu(gate(x), up(x)))."""
+        n_embd = self.shape.n_embd
+        up = ggml.mul_mat(self.w(f"blk.{il}.ffn_up.weight", n_embd, n_ff), cur)
+        gate = ggml.mul_mat(self.w(f"blk.{il}.ffn_gate.weight", n_embd, n_ff), cur)
+        down = self.w(f"blk.{il}.ffn_down.weight", n_ff, n_embd)
+        return ggml.mul_mat(down, ggml.glu_split(gate, up))
+
+    def moe(self, cur: Tensor, il: int, layer: LayerShape) -> Tensor:
+        """``build_moe_ffn`` as the llama graph calls it (softmax gating, normalised weights)."""
+        n_embd, n_tokens, n_expert = self.shape.n_embd, cur.ne[1], self.shape.n_expert
+        prefix = f"blk.{il}.ffn_"
+        selected, weights = self._route(cur, prefix)
+        cur = ggml.reshape(cur, n_embd, 1, n_tokens)
+        up_exps = self.w(prefix + "up_exps.weight", n_embd, layer.n_ff, n_expert)
+        gate_exps = self.w(prefix + "gate_exps.weight", n_embd, layer.n_ff, n_expert)
+        down_exps = self.w(prefix + "down_exps.weight", layer.n_ff, n_embd, n_expert)
+        up = ggml.mul_mat_id(up_exps, cur, selected)
+        gate = ggml.mul_mat_id(gate_exps, cur, selected)
+        experts = ggml.mul(ggml.mul_mat_id(down_exps, ggml.glu_split(gate, up), selected), weights)
+        self.graph.expand(experts)
+        return self._sum_experts(experts, n_tokens)
+
+    def _route(self, cur: Tensor, prefix: str) -> tuple[Tensor, Tensor]:
+        """Expert selection: top-k of the softmax gate, the chosen weights normalised."""
+        n_tokens, n_used, n_expert = cur.ne[1], self.shape.n_expert_used, self.shape.n_expert
+        gate_inp = self.w(prefix + "gate_inp.weight", self.shape.n_embd, n_expert)
+        probs = ggml.soft_max(ggml.mul_mat(gate_inp, cur))
+        selected = ggml.argsort_top_k(probs, n_used)
+        weights = ggml.get_rows(ggml.reshape(probs, 1, n_expert, n_tokens), selected)
+        weights = ggml.reshape(weights, n_used, n_tokens)
+        weights = ggml.div(weights, ggml.clamp(ggml.sum_rows(weights)))
+        weights = ggml.reshape(weights, 1, n_used, n_tokens)
+        self.graph.expand(weights)
+        return selected, weights
+
+    def _sum_experts(self, experts: Tensor, n_tokens: int) -> Tensor:
+        views = []
+        for _ in range(self.shape.n_expert_used):
+            views.append(ggml.view(experts, (self.shape.n_embd, n_tokens), (experts.nb[2],)))
+            self.graph.expand(views[-1])
+        out = views[0]
+        for item in views[1:]:
+            out = ggml.add(out, item)
+            self.graph.expand(out)
+        return ggml.cont(out) if len(views) == 1 else out
+
+    def layer(self, inp: Tensor, il: int) -> Tensor:
+        """One decoder block of src/models/llama.cpp (qwen2.cpp is the same with biases)."""
+        shape, layer, plan = self.shape, self.shape.layers[il], self.plan
+        q, k, v = self.qkv(self.norm(inp, f"blk.{il}.attn_norm.weight"), il)
+        q, k = ggml.rope(q, self.pos), ggml.rope(k, self.pos)
+        with ggml.on_device(plan.compute[il], plan.kv[il]):
+            kv = kv_layer(self.spec, il, shape.head_dim_k, shape.head_dim_v, layer.n_head_kv)
+        cur = build_attn(self.graph, self.attn, kv, (q, k, v), self.spec, plan.core[il])
+        cur = ggml.mul_mat(self.w(f"blk.{il}.attn_output.weight", cur.ne[0], shape.n_embd), cur)
+        if layer.out_bias:
+            cur = ggml.add(cur, self.w(f"blk.{il}.attn_output.bias", shape.n_embd))
+        residual = inp
+        if il == shape.n_layer - 1:
+            cur = ggml.get_rows(cur, self.out_ids)
+            residual = ggml.get_rows(residual, self.out_ids)
+        ffn_inp = ggml.add(cur, residual)
+        cur = self.norm(ffn_inp, f"blk.{il}.ffn_norm.weight")
+        cur = self.moe(cur, il, layer) if layer.moe else self.ffn(cur, il, layer.n_ff)
+        return ggml.add(cur, ffn_inp)
+
+    def output(self, cur: Tensor) -> Tensor:
+        shape = self.shape
+        embd = self.norm(cur, "output_norm.weight")
+        name = "token_embd.weight" if shape.tied_embeddings else "output.weight"
+        logits = ggml.mul_mat(self.w(name, shape.n_embd, shape.n_vocab), embd)
+        if shape.output_bias:
+            logits = ggml.add(logits, self.w("output.bias", shape.n_vocab))
+        embd.flags |= FLAG_OUTPUT
+        logits.flags |= FLAG_OUTPUT
+        return logits
+
+
+def build_graph(
+    shape: ModelShape,
+    spec: GraphSpec,
+    layer_ids: Sequence[int],
+    plan: DevicePlan | None = None,
+) -> Graph:
+    """The graph llama.cpp reserves for ``spec``, with only the layers in ``layer_ids``."""
+    plan = plan or DevicePlan.single(shape.n_layer)
+    builder = _Builder(shape, spec, plan)
+    cur = builder.embd
+    for il in layer_ids:
+        with ggml.on_device(plan.compute[il], plan.weights[il]):
+            cur = builder.layer(cur, il)
+    with ggml.on_device(plan.output, plan.output_weights):
+        logits = builder.output(cur)
+    builder.graph.expand(logits)
+    return builder.graph

@@ -1,0 +1,110 @@
+"""The accuracy matrix: tiny real models and run settings that the estimator is
+checked against llama.cpp with (tests/estimator and bench/estimator share it).
+
+Models: llama with GQA, qwen2 with attention biases, a Mixtral-style MoE, a llama
+with tied embeddings and a deeper llama, each in F32, F16, Q8_0 and Q4_0. Settings: contexts
+from 256 to 8192, K/V caches f16 and q8_0 (a q8_0 V cache needs flash attention),
+1 to 4 parallel sequences, flash attention on and off, mmap on and off, several
+batch sizes. Every model runs with every settings variant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gguf import GGMLQuantizationType as Q
+
+from models_app.estimator.settings import CacheType, RunSettings
+from models_app.gguf.testing import write_tiny_model
+
+ARCHES: dict[str, dict[str, Any]] = {
+    "llama-gqa": {"n_layer": 3, "n_embd": 256, "n_head": 4, "n_head_kv": 2, "n_ff": 512},
+    "qwen2-bias": {"arch": "qwen2", "n_embd": 256, "n_head": 4, "n_head_kv": 1, "n_ff": 384},
+    "moe": {
+        "n_embd": 128,
+        "n_head": 2,
+        "n_head_kv": 1,
+        "n_ff": 128,
+        "n_expert": 4,
+        "n_expert_used": 2,
+    },
+    "llama-tied": {
+        "n_embd": 128,
+        "n_head": 4,
+        "n_head_kv": 4,
+        "n_ff": 256,
+        "tied_embeddings": True,
+        "n_vocab": 1000,
+    },
+    # 8 layers (the estimator simulates only some of them), 128-wide heads, 700 rows of logits
+    "llama-deep": {
+        "n_layer": 8,
+        "n_embd": 256,
+        "n_head": 2,
+        "n_head_kv": 1,
+        "n_ff": 512,
+        "n_vocab": 700,
+    },
+}
+WEIGHT_TYPES = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
+Q8 = CacheType.Q8_0
+VARIANTS: dict[str, RunSettings] = {
+    "ctx256": RunSettings(n_ctx=256),
+    "ctx8192-np4-fa-q8": RunSettings(
+        n_ctx=8192, n_seq_max=4, flash_attn=True, type_k=Q8, type_v=Q8
+    ),
+    "ctx2048-fa-nommap": RunSettings(n_ctx=2048, flash_attn=True, use_mmap=False),
+    "ctx4096-np4-k8-ub256": RunSettings(n_ctx=4096, n_seq_max=4, type_k=Q8, n_ubatch=256),
+    "ctx1000-np2-b512-ub128": RunSettings(n_ctx=1000, n_seq_max=2, n_batch=512, n_ubatch=128),
+    "ctx8192": RunSettings(n_ctx=8192),
+    "ctx3000-np3-unified-fa": RunSettings(
+        n_ctx=3000, n_seq_max=3, kv_unified=True, flash_attn=True
+    ),
+    "ctx512-ub1": RunSettings(n_ctx=512, n_ubatch=1),
+    "ctx8192-np8-fa-k4v8": RunSettings(
+        n_ctx=8192, n_seq_max=8, flash_attn=True, type_k=CacheType.Q4_0, type_v=Q8
+    ),
+    "ctx4096-ub2048-fa": RunSettings(n_ctx=4096, n_batch=4096, n_ubatch=2048, flash_attn=True),
+    "ctx1024-np4-ub2": RunSettings(n_ctx=1024, n_seq_max=4, n_ubatch=2),  # token graph decides
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One model file and one settings variant."""
+
+    arch: str
+    weight_type: str
+    variant: str
+
+    @property
+    def model(self) -> str:
+        return f"{self.arch}-{self.weight_type}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/{self.variant}"
+
+    @property
+    def settings(self) -> RunSettings:
+        return VARIANTS[self.variant]
+
+
+def cases() -> Iterator[Case]:
+    for arch in ARCHES:
+        for weight_type in WEIGHT_TYPES:
+            for variant in VARIANTS:
+                yield Case(arch, weight_type, variant)
+
+
+def write_models(directory: Path) -> dict[str, Path]:
+    """Write every model of the matrix; returns ``{model name: path}``."""
+    paths = {}
+    for arch, spec in ARCHES.items():
+        for label, qtype in WEIGHT_TYPES.items():
+            path = directory / f"{arch}-{label}.gguf"
+            (paths[f"{arch}-{label}"],) = write_tiny_model(path, weight_type=qtype, **spec)
+    return paths

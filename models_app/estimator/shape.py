@@ -1,0 +1,278 @@
+"""What the estimator needs from a model, derived once from its ``ModelFacts``.
+
+``prepare(facts)`` reads the hyperparameters the way llama.cpp's loader does and
+sorts every tensor into the layer llama.cpp assigns it to (input, a repeating
+layer, or output), with the op it is used by (which decides its buffer type).
+The result is cached per ``ModelFacts`` object, so repeated estimates skip it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from models_app.gguf import ModelFacts, TensorInfo
+from models_app.gguf.values import MetaValue
+
+EXACT_ARCHITECTURES = frozenset({"llama", "qwen2"})  # graphs mirrored from src/models/*.cpp
+INPUT_LAYER = -1  # llama.cpp's LLM_TENSOR_LAYER_INPUT (token embeddings): always on the CPU
+_BLOCK = re.compile(r"blk\.(\d+)\.")
+_CACHE_SIZE = 16
+
+
+class EstimatorError(ValueError):
+    """The facts lack something an estimate cannot do without."""
+
+
+@dataclass(frozen=True, slots=True)
+class Weight:
+    """One weight tensor: ``layer`` is a block index, ``INPUT_LAYER`` or ``n_layer`` (output)."""
+
+    name: str
+    layer: int
+    type: str
+    ne: tuple[int, ...]
+    nbytes: int
+    offset: int
+    shard: int
+    op: str  # the op llama.cpp tests the buffer type with: GET_ROWS, MUL_MAT, MUL_MAT_ID, ADD, MUL
+
+
+@dataclass(frozen=True, slots=True)
+class LayerShape:
+    """One repeating layer as the graph sees it."""
+
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+    qkv_bias: bool  # qwen2: attn_q/k/v.bias
+    out_bias: bool  # attn_output.bias
+    moe: bool  # ffn_gate_inp + *_exps instead of ffn_gate/up/down
+    swa: bool  # a sliding-window attention layer (own cache size when swa_full is off)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelShape:
+    """Hyperparameters and weights of a model, in llama.cpp's terms."""
+
+    arch: str
+    exact: bool
+    notes: tuple[str, ...]  # why an estimate for this model is approximate
+    n_layer: int
+    n_embd: int
+    n_vocab: int
+    head_dim_k: int
+    head_dim_v: int
+    n_expert: int
+    n_expert_used: int
+    n_swa: int
+    n_ctx_train: int  # context_length, 0 if the file does not say
+    layers: tuple[LayerShape, ...]
+    tied_embeddings: bool
+    output_bias: bool
+    weights: tuple[Weight, ...]
+    weight_types: dict[str, str]  # tensor name -> ggml type
+    uniform: bool  # all repeating layers alike (lets the compute graph be simulated in part)
+    # worked out from the above: the most KV heads of a layer, whether a layer uses SWA,
+    # and per layer its weights' types (name after "blk.N.", type), sorted
+    n_head_kv_max: int = field(init=False)
+    has_swa: bool = field(init=False)
+    layer_types: tuple[tuple[tuple[str, str], ...], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        n_head_kv_max = max((layer.n_head_kv for layer in self.layers), default=0)
+        object.__setattr__(self, "n_head_kv_max", n_head_kv_max)
+        object.__setattr__(self, "has_swa", any(layer.swa for layer in self.layers))
+        object.__setattr__(self, "layer_types", _layer_types(self.weights, self.n_layer))
+
+
+def _layer_types(
+    weights: tuple[Weight, ...], n_layer: int
+) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """Per layer, its weights' names after ``blk.N.`` with their types (the last weight
+    of a name wins, as in ``weight_types``), sorted."""
+    prefixes = [f"blk.{il}." for il in range(n_layer)]
+    per_layer: list[dict[str, str]] = [{} for _ in range(n_layer)]
+    for weight in weights:
+        layer = weight.layer
+        if 0 <= layer < n_layer and weight.name.startswith(prefixes[layer]):
+            per_layer[layer][weight.name[len(prefixes[layer]) :]] = weight.type
+    return tuple(tuple(sorted(types.items())) for types in per_layer)
+
+
+_CACHE: OrderedDict[int, tuple[ModelFacts, ModelShape]] = OrderedDict()
+
+
+def prepare(facts: ModelFacts) -> ModelShape:
+    """The ``ModelShape`` of ``facts`` (cached by object identity)."""
+    hit = _CACHE.get(id(facts))
+    if hit is not None and hit[0] is facts:
+        _CACHE.move_to_end(id(facts))
+        return hit[1]
+    shape = build_shape(facts)
+    _CACHE[id(facts)] = (facts, shape)
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return shape
+
+
+def build_shape(facts: ModelFacts) -> ModelShape:
+    by_name = {info.name: info for info in facts.tensors}
+    notes: list[str] = []
+    arch = facts.architecture
+    if arch not in EXACT_ARCHITECTURES:
+        notes.append(f"architecture {arch!r} is not modelled; estimated as a llama-like decoder")
+    n_layer = _n_layer(facts)
+    n_embd = facts.embedding_length or _dim(by_name, "token_embd.weight", 0)
+    n_vocab = _n_vocab(facts, by_name)
+    head_dim_k, head_dim_v = _head_dims(facts, n_embd)
+    layers = tuple(_layer(facts, by_name, il, n_embd, head_dim_k, notes) for il in range(n_layer))
+    return ModelShape(
+        arch=arch,
+        exact=not notes,
+        notes=tuple(dict.fromkeys(notes)),
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_vocab=n_vocab,
+        head_dim_k=head_dim_k,
+        head_dim_v=head_dim_v,
+        n_expert=facts.expert_count or 0,
+        n_expert_used=facts.expert_used_count or 0,
+        n_swa=_n_swa(facts),
+        n_ctx_train=facts.context_length or 0,
+        layers=layers,
+        tied_embeddings="output.weight" not in by_name,
+        output_bias="output.bias" in by_name,
+        weights=tuple(_weight(info, n_layer) for info in facts.tensors),
+        weight_types={info.name: info.ggml_type for info in facts.tensors},
+        uniform=all(layer == layers[0] for layer in layers),
+    )
+
+
+def _n_layer(facts: ModelFacts) -> int:
+    if facts.block_count:
+        return facts.block_count
+    if facts.bytes_per_layer:
+        return len(facts.bytes_per_layer)
+    raise EstimatorError("the model has no block_count and no blk.N tensors")
+
+
+def _dim(by_name: dict[str, TensorInfo], name: str, axis: int) -> int:
+    info = by_name.get(name)
+    if info is None or len(info.shape) <= axis:
+        raise EstimatorError(f"cannot tell the model's dimensions: no {name}")
+    return info.shape[axis]
+
+
+def _n_vocab(facts: ModelFacts, by_name: dict[str, TensorInfo]) -> int:
+    for name in ("output.weight", "token_embd.weight"):
+        info = by_name.get(name)
+        if info is not None and len(info.shape) >= 2:
+            return info.shape[1]
+    if facts.vocab_size:
+        return facts.vocab_size
+    raise EstimatorError("cannot tell the vocabulary size")
+
+
+def _first(value: int | tuple[int, ...] | None) -> int | None:
+    return value[0] if isinstance(value, tuple) else value
+
+
+def _per_layer(value: int | tuple[int, ...] | None, il: int, default: int) -> int:
+    if isinstance(value, tuple):
+        return value[il] if il < len(value) else default
+    return default if value is None else value
+
+
+def _head_dims(facts: ModelFacts, n_embd: int) -> tuple[int, int]:
+    n_head = _first(facts.head_count) or max(n_embd // 128, 1)
+    head_dim_k = facts.key_length or n_embd // n_head
+    return head_dim_k, facts.value_length or head_dim_k
+
+
+def _n_swa(facts: ModelFacts) -> int:
+    if facts.architecture in EXACT_ARCHITECTURES:  # their loaders ignore the key
+        return 0
+    return facts.sliding_window or 0
+
+
+def _swa_layer(facts: ModelFacts, il: int) -> bool:
+    if not _n_swa(facts):
+        return False
+    pattern: MetaValue | None = facts.metadata.get(
+        f"{facts.architecture}.attention.sliding_window_pattern"
+    )
+    if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern > 0:
+        return (il + 1) % pattern != 0
+    if isinstance(pattern, list) and il < len(pattern):
+        return bool(pattern[il])
+    return True
+
+
+def _layer(
+    facts: ModelFacts,
+    by_name: dict[str, TensorInfo],
+    il: int,
+    n_embd: int,
+    head_dim: int,
+    notes: list[str],
+) -> LayerShape:
+    prefix = f"blk.{il}."
+    n_head = _per_layer(facts.head_count, il, max(n_embd // head_dim, 1))
+    moe = prefix + "ffn_gate_inp.weight" in by_name
+    n_ff = _per_layer(facts.feed_forward_length, il, 0)
+    if not n_ff:
+        n_ff = _ffn_width(by_name, prefix, moe)
+    if prefix + "attn_q.weight" not in by_name:
+        notes.append("the attention tensors are not attn_q/attn_k/attn_v; shapes are inferred")
+    return LayerShape(
+        n_head=n_head,
+        n_head_kv=_per_layer(facts.head_count_kv, il, n_head),
+        n_ff=n_ff,
+        qkv_bias=prefix + "attn_q.bias" in by_name,
+        out_bias=prefix + "attn_output.bias" in by_name,
+        moe=moe,
+        swa=_swa_layer(facts, il),
+    )
+
+
+def _ffn_width(by_name: dict[str, TensorInfo], prefix: str, moe: bool) -> int:
+    name = prefix + ("ffn_up_exps.weight" if moe else "ffn_up.weight")
+    info = by_name.get(name)
+    return info.shape[1] if info is not None and len(info.shape) >= 2 else 0
+
+
+def _weight(info: TensorInfo, n_layer: int) -> Weight:
+    name = info.name
+    match = _BLOCK.match(name)
+    if match:
+        layer = int(match.group(1))
+    elif name.startswith(("token_embd", "token_types", "position_embd")):
+        layer = INPUT_LAYER
+    elif name.startswith("rope_"):
+        layer = 0  # a repeating-layer tensor that llama.cpp duplicates per layer
+    else:
+        layer = n_layer
+    return Weight(
+        name=name,
+        layer=layer,
+        type=info.ggml_type,
+        ne=info.shape,
+        nbytes=info.n_bytes,
+        offset=info.offset,
+        shard=info.shard,
+        op=_weight_op(name, info.shape),
+    )
+
+
+def _weight_op(name: str, ne: tuple[int, ...]) -> str:
+    if name.startswith("token_embd"):
+        return "GET_ROWS"
+    if name.endswith(".bias"):
+        return "ADD"
+    if "_exps." in name:
+        return "MUL_MAT_ID"
+    if "norm" in name or len(ne) < 2:
+        return "MUL"
+    return "MUL_MAT"
