@@ -22,6 +22,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 
 from inventory.api import router as inventory_router
 from inventory.api_auth import API_AUTH
+from models_app.api import router as models_router
 
 # Pages for people stay behind the login page; everything else answers in JSON.
 _BROWSER_PAGES = {"openapi-view", "api-root"}
@@ -47,14 +48,16 @@ api = GpufleetAPI(
     title="gpufleet API",
     version="1",
     description=(
-        "Nodes, GPUs and GPU telemetry. Authenticate with `Authorization: Bearer <token>` "
-        "(create tokens on the dashboard's API tokens page) or a logged-in session."
+        "Nodes, GPUs, GPU telemetry, memory estimates, the model catalog and downloads. "
+        "Authenticate with `Authorization: Bearer <token>` (create tokens on the dashboard's "
+        "API tokens page) or a logged-in session."
     ),
     urls_namespace="api",
     docs_url="/docs",
     auth=API_AUTH,
 )
 api.add_router("/", inventory_router)
+api.add_router("/", models_router)
 
 
 def field_name(loc: Sequence[Any]) -> str:

@@ -10,14 +10,15 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from inventory.routing import websocket_urlpatterns  # noqa: E402
+from inventory.routing import websocket_urlpatterns as inventory_sockets  # noqa: E402
 from inventory.watchdog import watchdog  # noqa: E402
+from models_app.routing import websocket_urlpatterns as models_sockets  # noqa: E402
 
 router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            AuthMiddlewareStack(URLRouter(inventory_sockets + models_sockets))
         ),
     }
 )

@@ -7,6 +7,7 @@ Cluster: ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL`` (channels-redis, Redis 
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from pathlib import Path
@@ -123,6 +124,10 @@ IS_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
 
 REDIS_URL = parse_str("REDIS_URL", "")
 NODE_NAME = parse_str("GPUFLEET_NODE_NAME", socket.gethostname().split(".")[0])
+# This node's worker serves the queue named after the node: node-bound work (downloads,
+# backends) is routed with async_task(..., cluster=<node name>). Django-Q reads the name
+# from the environment when its app loads, which is after these settings.
+os.environ.setdefault("Q_CLUSTER_NAME", NODE_NAME)
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -166,6 +171,8 @@ GPUFLEET_HEARTBEAT_TIMEOUT = parse_seconds("GPUFLEET_HEARTBEAT_TIMEOUT", 15.0)
 GPUFLEET_RESERVED_DEFAULT = parse_bytes("GPUFLEET_RESERVED_DEFAULT", 1024**3)
 GPUFLEET_TEMPERATURE_ALERT_C = parse_int("GPUFLEET_TEMPERATURE_ALERT_C", 85, minimum=30)
 GPUFLEET_STORAGE_ROOTS = parse_list("GPUFLEET_STORAGE_ROOTS", [str(STATE_DIR / "models")])
+# A download that made no progress for this long has lost its worker: the agent requeues it.
+GPUFLEET_DOWNLOAD_STALL_AFTER = parse_seconds("GPUFLEET_DOWNLOAD_STALL_AFTER", 30.0)
 GPUFLEET_EVENT_POLL = parse_seconds("GPUFLEET_EVENT_POLL", 0.2)
 GPUFLEET_RAW_RETENTION = parse_seconds("GPUFLEET_RAW_RETENTION", 15 * 60)
 GPUFLEET_MINUTE_RETENTION = parse_seconds("GPUFLEET_MINUTE_RETENTION", 2 * 86400)
@@ -194,5 +201,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": parse_str("GPUFLEET_LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        # httpx logs every request at INFO, signed download URLs and all.
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},  # huggingface_hub's own client logs under this name
+    },
 }

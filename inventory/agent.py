@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -22,6 +23,7 @@ logger = logging.getLogger("gpufleet.agent")
 FACTS_EVERY = 10.0
 LIVENESS_EVERY = 5.0
 HOUSEKEEPING_EVERY = 60.0
+DOWNLOADS_EVERY = 10.0  # look for downloads whose worker died (see models_app.actions)
 REDISCOVER_EVERY = 30.0
 
 
@@ -79,6 +81,11 @@ class Agent:
             actions.do_apply_maintenance_windows()
         if self._is_due("housekeeping", HOUSEKEEPING_EVERY, now):
             telemetry.housekeeping(self.node)
+        if self._is_due("downloads", DOWNLOADS_EVERY, now):
+            from models_app.actions import do_resume_stalled
+
+            stall = timedelta(seconds=settings.GPUFLEET_DOWNLOAD_STALL_AFTER)
+            do_resume_stalled(self.node, after=stall)
 
     def run(self) -> None:
         interval = settings.GPUFLEET_SAMPLE_INTERVAL

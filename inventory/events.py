@@ -28,7 +28,12 @@ GROUP = "fleet"
 logger = logging.getLogger(__name__)
 
 EventKind = Literal[
-    "node.gpus", "node.status", "alerts.changed", "maintenance.changed", "gpu.settings"
+    "node.gpus",
+    "node.status",
+    "alerts.changed",
+    "maintenance.changed",
+    "gpu.settings",
+    "download.changed",
 ]
 
 
@@ -37,6 +42,7 @@ class Event(TypedDict, total=False):
     kind: EventKind
     sent_at: float
     node_id: str
+    file_id: str
     rows: list[dict[str, Any]]
 
 

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import os
 
+# huggingface_hub reads these when it is imported: the fake hub speaks no Xet, and no
+# token saved on this machine may leak into a test.
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
 import pytest
 from django.test import Client
 

@@ -5,11 +5,13 @@ from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
-from inventory.access import OPERATORS_GROUP
+from inventory.access import OPERATOR_PERMISSIONS, OPERATORS_GROUP
 from inventory.models import Alert, Gpu, MaintenanceWindow, Node
+from models_app.choices import SourceKind
+from models_app.models import CatalogModel, ModelFile
 
 GIB = 1024**3
 
@@ -26,8 +28,20 @@ class UserFactory(factory.django.DjangoModelFactory):
     def operator(self, create: bool, extracted: bool | None, **kwargs: object) -> None:
         user: Any = self
         if extracted:
-            user.groups.add(Group.objects.get(name=OPERATORS_GROUP))
+            user.groups.add(_operators_group())
         user.save()
+
+
+def _operators_group() -> Group:
+    """The group the migration creates; recreated after a transactional test's flush."""
+    group, created = Group.objects.get_or_create(name=OPERATORS_GROUP)
+    if created:
+        group.permissions.set(
+            Permission.objects.filter(
+                content_type__app_label="inventory", codename__in=OPERATOR_PERMISSIONS
+            )
+        )
+    return group
 
 
 class NodeFactory(factory.django.DjangoModelFactory):
@@ -80,3 +94,31 @@ class AlertFactory(factory.django.DjangoModelFactory):
     kind = "gpu_temperature"
     severity = "warning"
     message = "GPU is hot"
+
+
+class CatalogModelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CatalogModel
+
+    display_name = factory.Sequence(lambda n: f"Tiny model {n}")
+    source_kind = SourceKind.HF
+    hf_repo = factory.Sequence(lambda n: f"owner/tiny-{n}-GGUF")
+    hf_filename = "tiny-Q8_0.gguf"
+    revision = "main"
+    files = factory.LazyAttribute(
+        lambda o: [{"name": o.hf_filename, "size": o.size_bytes, "sha256": ""}]
+    )
+    size_bytes = 2 * GIB
+    architecture = "llama"
+    quantization = "Q8_0"
+
+
+class ModelFileFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ModelFile
+
+    model = factory.SubFactory(CatalogModelFactory)
+    node = factory.SubFactory(NodeFactory)
+    storage_root = "/srv/models"
+    path = factory.LazyAttribute(lambda o: f"/srv/models/{o.model.pk}/{o.model.hf_filename}")
+    bytes_total = factory.LazyAttribute(lambda o: o.model.size_bytes)

@@ -1,4 +1,5 @@
-"""Fixtures: a storage root with tiny generated models, and the estimate cache emptied."""
+"""Fixtures: a storage root with tiny generated models, a fake hub serving some, and the
+estimate cache emptied."""
 
 from __future__ import annotations
 
@@ -79,8 +80,7 @@ def gguf_hub(monkeypatch, tmp_path: Path):
         content |= {f"split/{shard.name}": shard for shard in shards}
         fake.add_repo("acme/tiny-GGUF", content)
         fake.add_repo("acme/gated-GGUF", {"gated.gguf": single}, gated=True)
-        fake.add_repo(
-            "acme/incomplete-GGUF", {f"split/{shards[0].name}": shards[0], shards[2].name: b""}
-        )
+        incomplete = {f"split/{shards[0].name}": shards[0], f"split/{shards[2].name}": shards[2]}
+        fake.add_repo("acme/incomplete-GGUF", incomplete)
         monkeypatch.setenv("HF_ENDPOINT", fake.url)
         yield GgufHub(fake, single, shards)

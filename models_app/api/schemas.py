@@ -1,0 +1,105 @@
+"""Schemas shared by the catalog and download endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from ninja import Field, Schema
+
+from models_app.choices import DownloadState, SourceKind
+from models_app.fitting import node_fits
+from models_app.models import CatalogModel, ModelFile
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+class ConflictOut(Schema):
+    detail: str
+    existing_id: UUID | None = Field(description="the catalog entry or copy already there")
+
+
+class FileOut(Schema):
+    name: str = Field(description="path in the repo (split models: every shard)")
+    size: int = Field(description="bytes")
+    sha256: str = Field(description="as the source gives it; empty when it gives none")
+
+
+class CatalogModelOut(Schema):
+    id: UUID
+    display_name: str
+    source_kind: SourceKind
+    source: str = Field(description="repo/file@revision, URL, or node:path")
+    hf_repo: str
+    hf_filename: str
+    revision: str
+    commit: str = Field(description="the commit the revision pointed to when added")
+    url: str
+    files: list[FileOut]
+    size_bytes: int
+    architecture: str
+    quantization: str
+    parameter_count: int
+    context_length: int
+    created_at: datetime
+
+    @staticmethod
+    def resolve_source(obj: CatalogModel) -> str:
+        return obj.source_label
+
+
+class NodeFitOut(Schema):
+    node: str
+    gpus: list[str] = Field(description="GPUs that hold the model alone (gpuN)")
+    split_over: int = Field(description="GPUs that hold it together when none does alone")
+    needed_bytes: int = Field(description="one GPU's need at a 4096-token context")
+
+
+class CatalogModelDetailOut(CatalogModelOut):
+    fits: list[NodeFitOut] = Field(description="per node, by free-for-placement memory now")
+
+    @staticmethod
+    def resolve_fits(obj: CatalogModel) -> list[dict[str, Any]]:
+        return [
+            {
+                "node": f.node,
+                "gpus": list(f.single),
+                "split_over": f.split,
+                "needed_bytes": f.needed,
+            }
+            for f in node_fits(obj)
+        ]
+
+
+class ModelFileOut(Schema):
+    id: UUID
+    model_id: UUID
+    model_name: str
+    node_id: UUID
+    node_name: str
+    storage_root: str
+    path: str = Field(description="absolute path of the (first) file on the node")
+    state: DownloadState
+    bytes_done: int
+    bytes_total: int
+    percent: float
+    speed: float = Field(description="bytes per second, recent")
+    eta_seconds: float | None
+    sha256: str = Field(description="of the (first) file once verified")
+    error: str
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_used_at: datetime | None
+
+    @staticmethod
+    def resolve_model_name(obj: ModelFile) -> str:
+        return obj.model.display_name
+
+    @staticmethod
+    def resolve_node_name(obj: ModelFile) -> str:
+        return obj.node.name

@@ -1,0 +1,15 @@
+"""The downloads page's websocket: the table on connect, then a row per download event."""
+
+from __future__ import annotations
+
+from inventory.consumers import FleetConsumer
+from inventory.events import Event
+from models_app import live
+
+
+class DownloadsConsumer(FleetConsumer):
+    def render_resync(self) -> str:
+        return live.render_resync(self.operator)
+
+    def render_event(self, event: Event) -> str:
+        return live.render_event(event, self.operator)
