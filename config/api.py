@@ -23,6 +23,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from inventory.api import router as inventory_router
 from inventory.api_auth import API_AUTH
 from models_app.api import router as models_router
+from scheduling.api import router as scheduling_router
 
 # Pages for people stay behind the login page; everything else answers in JSON.
 _BROWSER_PAGES = {"openapi-view", "api-root"}
@@ -48,7 +49,8 @@ api = GpufleetAPI(
     title="gpufleet API",
     version="1",
     description=(
-        "Nodes, GPUs, GPU telemetry, memory estimates, the model catalog and downloads. "
+        "Nodes, GPUs, GPU telemetry, memory estimates, the model catalog, downloads, "
+        "deployments and their instances. "
         "Authenticate with `Authorization: Bearer <token>` (create tokens on the dashboard's "
         "API tokens page) or a logged-in session."
     ),
@@ -58,6 +60,7 @@ api = GpufleetAPI(
 )
 api.add_router("/", inventory_router)
 api.add_router("/", models_router)
+api.add_router("/", scheduling_router)
 
 
 def field_name(loc: Sequence[Any]) -> str:

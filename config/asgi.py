@@ -13,12 +13,13 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from inventory.routing import websocket_urlpatterns as inventory_sockets  # noqa: E402
 from inventory.watchdog import watchdog  # noqa: E402
 from models_app.routing import websocket_urlpatterns as models_sockets  # noqa: E402
+from scheduling.routing import websocket_urlpatterns as scheduling_sockets  # noqa: E402
 
 router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(inventory_sockets + models_sockets))
+            AuthMiddlewareStack(URLRouter(inventory_sockets + models_sockets + scheduling_sockets))
         ),
     }
 )

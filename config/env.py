@@ -117,3 +117,37 @@ def parse_list(name: str, default: list[str], env: Mapping[str, str] | None = No
 def parse_str(name: str, default: str, env: Mapping[str, str] | None = None) -> str:
     raw = _raw(name, env)
     return default if raw is None or raw.strip() == "" else raw.strip()
+
+
+def parse_port_range(
+    name: str, default: tuple[int, int], env: Mapping[str, str] | None = None
+) -> tuple[int, int]:
+    """``"39000-39999"`` → (39000, 39999); both ends in 1024–65535, low ≤ high."""
+    raw = _raw(name, env)
+    if raw is None or raw.strip() == "":
+        return default
+    low_text, dash, high_text = raw.strip().partition("-")
+    try:
+        low, high = int(low_text), int(high_text if dash else low_text)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r}: expected a port range like 39000-39999"
+        ) from None
+    if not 1024 <= low <= high <= 65535:
+        raise ImproperlyConfigured(f"{name}={raw!r}: expected 1024 ≤ low ≤ high ≤ 65535")
+    return low, high
+
+
+def parse_fraction(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
+    """A number in (0, 1], or a percentage (``90%``)."""
+    raw = _raw(name, env)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip()
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r}: expected a fraction like 0.9 or 90%") from None
+    if not 0 < value <= 1:
+        raise ImproperlyConfigured(f"{name}={raw!r}: must be above 0 and at most 1 (100%)")
+    return value

@@ -19,8 +19,10 @@ from config.env import (
     parse_bool,
     parse_bytes,
     parse_choice,
+    parse_fraction,
     parse_int,
     parse_list,
+    parse_port_range,
     parse_seconds,
     parse_str,
 )
@@ -174,6 +176,14 @@ GPUFLEET_STORAGE_ROOTS = parse_list("GPUFLEET_STORAGE_ROOTS", [str(STATE_DIR / "
 # A download that made no progress for this long has lost its worker: the agent requeues it.
 GPUFLEET_DOWNLOAD_STALL_AFTER = parse_seconds("GPUFLEET_DOWNLOAD_STALL_AFTER", 30.0)
 GPUFLEET_EVENT_POLL = parse_seconds("GPUFLEET_EVENT_POLL", 0.2)
+# Deployments: kept free beyond each estimate, ports of backends, restarts, OOM warnings.
+GPUFLEET_PLACEMENT_MARGIN = parse_bytes("GPUFLEET_PLACEMENT_MARGIN", 256 * 1024**2)
+GPUFLEET_BACKEND_PORTS = parse_port_range("GPUFLEET_BACKEND_PORTS", (39000, 39999))
+GPUFLEET_BACKEND_START_TIMEOUT = parse_seconds("GPUFLEET_BACKEND_START_TIMEOUT", 600.0)
+GPUFLEET_RESTART_BACKOFF = parse_seconds("GPUFLEET_RESTART_BACKOFF", 2.0)
+GPUFLEET_RESTART_BACKOFF_MAX = parse_seconds("GPUFLEET_RESTART_BACKOFF_MAX", 300.0)
+GPUFLEET_OOM_WARN = parse_fraction("GPUFLEET_OOM_WARN", 0.9)
+GPUFLEET_LOG_DIR = Path(parse_str("GPUFLEET_LOG_DIR", str(STATE_DIR / "backends")))
 GPUFLEET_RAW_RETENTION = parse_seconds("GPUFLEET_RAW_RETENTION", 15 * 60)
 GPUFLEET_MINUTE_RETENTION = parse_seconds("GPUFLEET_MINUTE_RETENTION", 2 * 86400)
 GPUFLEET_QUARTER_RETENTION = parse_seconds("GPUFLEET_QUARTER_RETENTION", 35 * 86400)

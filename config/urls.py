@@ -17,5 +17,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("models/", include("models_app.urls")),
+    path("deployments/", include("scheduling.urls")),
     path("", include("inventory.urls")),
 ]

@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import psutil
 from django.conf import settings
@@ -42,6 +43,15 @@ def host_facts(storage_roots: list[str]) -> actions.HostFacts:
     )
 
 
+def _supervisor(node: Node, probe: Probe) -> Any:
+    from inventory.probe.simulated import SimulatedProbe
+    from scheduling.supervisor import Supervisor, simulated_workload
+
+    if isinstance(probe, SimulatedProbe):
+        probe.workload = lambda: simulated_workload(node)
+    return Supervisor(node)
+
+
 class Agent:
     def __init__(self, node_name: str, address: str, probe: Probe | None = None) -> None:
         self.node_name = node_name
@@ -50,6 +60,7 @@ class Agent:
         self.stop = threading.Event()
         self._due: dict[str, float] = {"rediscover": time.monotonic() + REDISCOVER_EVERY}
         self.node: Node = self.register()
+        self.supervisor = _supervisor(self.node, self.probe)
 
     def register(self) -> Node:
         devices = self.probe.devices()
@@ -86,6 +97,17 @@ class Agent:
 
             stall = timedelta(seconds=settings.GPUFLEET_DOWNLOAD_STALL_AFTER)
             do_resume_stalled(self.node, after=stall)
+        self._supervise(now)
+
+    def _supervise(self, now: float) -> None:
+        """Keep this node's backends up (scheduling.supervisor); a failure there must not
+        stop telemetry and heartbeats."""
+        try:
+            self.supervisor.tick(self.node, now)
+        except OperationalError:
+            raise
+        except Exception:
+            logger.exception("supervising backends failed; trying again next tick")
 
     def run(self) -> None:
         interval = settings.GPUFLEET_SAMPLE_INTERVAL

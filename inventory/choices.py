@@ -13,6 +13,9 @@ class AlertKind(models.TextChoices):
     GPU_TEMPERATURE = "gpu_temperature", "GPU temperature"
     GPU_MISSING = "gpu_missing", "GPU disappeared"
     GPU_ERROR = "gpu_error", "GPU reports NVML errors"
+    OOM_RISK = "oom_risk", "GPU memory nearly full"
+    ESTIMATE_EXCEEDED = "estimate_exceeded", "Backend uses more than estimated"
+    INSTANCE_FAILED = "instance_failed", "Backend failed"
 
 
 class Severity(models.TextChoices):

@@ -34,6 +34,8 @@ EventKind = Literal[
     "maintenance.changed",
     "gpu.settings",
     "download.changed",
+    "deployment.changed",
+    "instance.changed",
 ]
 
 
@@ -43,6 +45,8 @@ class Event(TypedDict, total=False):
     sent_at: float
     node_id: str
     file_id: str
+    deployment_id: str
+    instance_id: str
     rows: list[dict[str, Any]]
 
 

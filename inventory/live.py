@@ -55,7 +55,7 @@ def _render_uncached(event: Event) -> str:
         return render_to_string(
             "partials/maintenance_banner.html", {"maintenance_windows": windows, "oob": True}
         )
-    if kind.startswith("download."):
+    if kind.startswith(("download.", "deployment.", "instance.")):
         return ""  # not shown on the overview
     # node.status, gpu.settings: the node's section changed shape; send the fleet again.
     return render_to_string("inventory/_fleet.html", fleet_context() | {"oob": True})

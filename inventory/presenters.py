@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from django.conf import settings
+
 from inventory.models import Gpu
 
 
@@ -25,10 +27,24 @@ class GpuRow(TypedDict):
     present: bool
     error: str
     sampled_at: float | None
+    claimed: int
+    usable: int
+    load_pct: float
+    oom_risk: bool
 
 
-def gpu_row(gpu: Gpu) -> GpuRow:
+def memory_load(gpu: Gpu, our_pids: set[int] | None = None) -> int:
+    """Bytes claimed by our instances plus those used by processes that are not ours
+    (``claimed + foreign``), or what NVML sees in use if that is more."""
+    foreign = gpu.foreign_given(our_pids if our_pids is not None else gpu.our_pids())
+    return max(gpu.claimed + foreign, gpu.memory_used)
+
+
+def gpu_row(gpu: Gpu, our_pids: set[int] | None = None) -> GpuRow:
     total = gpu.memory_total or 1
+    usable = gpu.usable
+    load = memory_load(gpu, our_pids)
+    load_pct = round(100 * load / usable, 1) if usable else 100.0
     return {
         "id": str(gpu.id),
         "node_id": str(gpu.node_id),
@@ -47,6 +63,10 @@ def gpu_row(gpu: Gpu) -> GpuRow:
         "present": gpu.present,
         "error": gpu.error,
         "sampled_at": gpu.sampled_at.timestamp() if gpu.sampled_at else None,
+        "claimed": gpu.claimed,
+        "usable": usable,
+        "load_pct": load_pct,
+        "oom_risk": load_pct >= 100 * settings.GPUFLEET_OOM_WARN,
     }
 
 

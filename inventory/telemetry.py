@@ -14,12 +14,13 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Avg, Max, QuerySet
+from django.db.models import Avg, Max, QuerySet, Sum
 from django.utils import timezone
 
 from inventory import alerts, events
 from inventory.choices import AlertKind, Resolution, Severity
 from inventory.models import Alert, Gpu, GpuSample, LiveEvent, Node
+from inventory.models.gpus import backend_pids
 from inventory.presenters import gpu_row
 from inventory.probe import GpuReading
 
@@ -32,7 +33,7 @@ def record_readings(
 ) -> None:
     """Store one tick of readings for a node and send its GPU rows to browsers."""
     now = now or timezone.now()
-    gpus = {g.uuid: g for g in node.gpus.all()}
+    gpus = {g.uuid: g for g in node.gpus.annotate(claimed_bytes=Sum("claims__claimed"))}
     by_index = {g.index: g for g in gpus.values() if g.present}
     samples, changed = [], []
     seen: set[str] = set()
@@ -53,7 +54,8 @@ def record_readings(
             changed.append(gpu)
     Gpu.objects.bulk_update(changed, _READING_FIELDS)
     GpuSample.objects.bulk_create(samples, ignore_conflicts=True)
-    rows = [gpu_row(g) for g in sorted(gpus.values(), key=lambda g: g.index)]
+    ours = backend_pids(gpu__node=node)
+    rows = [gpu_row(g, ours) for g in sorted(gpus.values(), key=lambda g: g.index)]
     events.send("node.gpus", node_id=str(node.pk), rows=rows)
 
 

@@ -95,3 +95,16 @@ def sent_events(monkeypatch) -> list[dict]:
 
     monkeypatch.setattr(events, "deliver", record)
     return sent
+
+
+@pytest.fixture
+def queued(monkeypatch) -> list[tuple[str, tuple, str]]:
+    """Tasks handed to Django-Q, recorded instead of queued: (function, args, cluster)."""
+    calls: list[tuple[str, tuple, str]] = []
+
+    def fake_async_task(func, *args, cluster=None, group=None, **kwargs):
+        calls.append((func, args, cluster))
+        return f"task-{len(calls)}"
+
+    monkeypatch.setattr("django_q.tasks.async_task", fake_async_task)
+    return calls

@@ -75,17 +75,55 @@ class Gpu(models.Model):
         return max(self.memory_total - self.memory_used, 0)
 
     @property
+    def claimed(self) -> int:
+        """Bytes our placed instances are expected to use here (their claims). A query
+        may annotate ``claimed_bytes`` to save the aggregate per GPU."""
+        if "claimed_bytes" in self.__dict__:  # annotated (None: no claims)
+            return int(self.__dict__["claimed_bytes"] or 0)
+        return int(self.claims.aggregate(total=models.Sum("claimed"))["total"] or 0)
+
+    @property
     def free_for_placement(self) -> int:
-        """Bytes a new backend may use here: ``min(total - reserved - claimed,
-        observed_free - reserved)``, never negative. Nothing is claimed until deployments
-        place instances (scheduling), so today it is what the last reading leaves free,
-        less the reserve."""
-        claimed = 0
-        by_accounting = self.memory_total - self.reserved - claimed
+        """Bytes a new backend may use here: ``min(total - reserved - claimed - foreign,
+        observed_free - reserved)``, never negative. Claims not yet in use count through
+        the sum, memory used by processes that are not ours through ``foreign`` (it is
+        not in any claim), and the reading caps both."""
+        foreign = getattr(self, "foreign_bytes", None)
+        if foreign is None:
+            foreign = self.foreign_memory
+        by_accounting = self.memory_total - self.reserved - self.claimed - foreign
         by_reading = self.memory_free - self.reserved
         return max(min(by_accounting, by_reading), 0)
 
     @property
+    def usable(self) -> int:
+        """What placement may ever use here: total less the reserve."""
+        return max(self.memory_total - self.reserved, 0)
+
+    def our_pids(self) -> set[int]:
+        """Server pids of our backends that hold claims on this GPU."""
+        return backend_pids(gpu=self)
+
+    @property
     def foreign_memory(self) -> int:
-        """Memory used by processes gpufleet does not run (all of it until instances exist)."""
-        return self.memory_used
+        """Memory used here by processes gpufleet does not run: the reading less what
+        NVML attributes to our backends' processes (the driver's own use included)."""
+        return self.foreign_given(self.our_pids())
+
+    def foreign_given(self, ours: set[int]) -> int:
+        """``foreign_memory`` when the server pids of our backends are known already."""
+        mine = sum(
+            int(p.get("memory_used", 0)) for p in self.processes or [] if p.get("pid") in ours
+        )
+        return max(self.memory_used - mine, 0)
+
+
+def backend_pids(**claim_filter: object) -> set[int]:
+    """Server pids of our backends with claims matching ``claims__<filter>`` (e.g. ``gpu``,
+    ``gpu__node``); scheduling owns the instances, hence the lookup by app label."""
+    from django.apps import apps
+
+    instance = apps.get_model("scheduling", "Instance")
+    lookup = {f"claims__{key}": value for key, value in claim_filter.items()}
+    pids = instance.objects.filter(**lookup).values_list("server_pid", flat=True)
+    return {pid for pid in pids if pid}

@@ -15,6 +15,7 @@ import math
 import random
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,9 @@ class SimulatedProbe:
         self._load = [self._rng.uniform(0, 60) for _ in self.models]
         self._tick = 0
         self.message = f"Simulated GPUs: {spec}."
+        # Our backends' use per GPU uuid, as a real GPU would show it (the agent sets
+        # this from the instances' claims: a simulated backend uses what it claimed).
+        self.workload: Callable[[], dict[str, list[ProcessUsage]]] | None = None
 
     def uuid_of(self, index: int) -> str:
         return "GPU-" + str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{self.node_name}.gpu{index}"))
@@ -122,6 +126,7 @@ class SimulatedProbe:
         faults = self.faults()
         missing = {int(i) for i in faults.get("missing", [])}
         readings = []
+        workload = self.workload() if self.workload else {}
         for index, model in enumerate(self.models):
             if index in missing:
                 continue
@@ -129,16 +134,24 @@ class SimulatedProbe:
             if error:
                 readings.append(GpuReading(index=index, uuid=self.uuid_of(index), error=error))
                 continue
-            readings.append(self._reading(index, model, faults))
+            readings.append(
+                self._reading(index, model, faults, workload.get(self.uuid_of(index), []))
+            )
         return readings
 
-    def _reading(self, index: int, model: GpuModel, faults: dict[str, Any]) -> GpuReading:
+    def _reading(
+        self, index: int, model: GpuModel, faults: dict[str, Any], ours: list[ProcessUsage]
+    ) -> GpuReading:
         load = self._walk(index)
         foreign = int(faults.get("foreign", {}).get(str(index), 0))
-        used = min(model.memory, DRIVER_BASELINE + foreign + int(self._rng.uniform(0, 4) * MIB))
+        backends = sum(p.memory_used for p in ours)
+        noise = int(self._rng.uniform(0, 4) * MIB)
+        used = min(model.memory, DRIVER_BASELINE + foreign + backends + noise)
         temperature = 32 + load * 0.45 + self._rng.uniform(-1, 1)
         forced = faults.get("temperature", {}).get(str(index))
-        processes = (ProcessUsage(pid=10_000 + index, memory_used=foreign, name="foreign"),)
+        processes = tuple(ours)
+        if foreign:
+            processes += (ProcessUsage(pid=10_000 + index, memory_used=foreign, name="foreign"),)
         return GpuReading(
             index=index,
             uuid=self.uuid_of(index),
@@ -149,7 +162,7 @@ class SimulatedProbe:
             power_draw=round(
                 model.idle_power + load / 100 * (model.power_limit - model.idle_power), 1
             ),
-            processes=processes if foreign else (),
+            processes=processes,
         )
 
     def _walk(self, index: int) -> float:

@@ -26,7 +26,7 @@ from inventory.charts import ChartSpec, render_chart, summary
 from inventory.forms import GIB, GpuSettingsForm
 from inventory.history import MAX_POINTS, RANGES, History, downsample, gap_seconds, load_history
 from inventory.models import Gpu
-from inventory.presenters import gpu_row, gpu_state
+from inventory.presenters import GpuRow, gpu_row, gpu_state
 
 READINGS_TARGET = "gpu-readings"
 
@@ -103,6 +103,22 @@ def _page_context(request: HtmxHttpRequest, gpu: Gpu, form: GpuSettingsForm) -> 
         "processes": sorted(gpu.processes or [], key=lambda p: -int(p.get("memory_used", 0))),
         "sample_age": age,
         "stale": age is None or age > settings.GPUFLEET_HEARTBEAT_TIMEOUT,
+        "accounting": memory_accounting(gpu, row),
+    }
+
+
+def memory_accounting(gpu: Gpu, row: GpuRow) -> dict[str, Any]:
+    """What placement sees here: reserve, claims (by instance), foreign use, room left."""
+    claims = gpu.claims.select_related("instance__deployment").order_by("-claimed")
+    return {
+        "reserved": gpu.reserved,
+        "claimed": row["claimed"],
+        "foreign": gpu.foreign_memory,
+        "free": gpu.free_for_placement,
+        "load_pct": row["load_pct"],
+        "oom_risk": row["oom_risk"],
+        "warn_pct": round(100 * settings.GPUFLEET_OOM_WARN),
+        "claims": list(claims),
     }
 
 

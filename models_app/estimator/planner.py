@@ -46,7 +46,7 @@ def _fits(result: Estimate, margin_bytes: int, host_free_bytes: int | None) -> b
     return result.fits(margin_bytes)
 
 
-def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int | None:
+def largest(low: int, high: int, ok: Callable[[int], bool]) -> int | None:
     """The largest value in [low, high] for which ``ok`` holds (assumed monotone)."""
     if not ok(low):
         return None
@@ -108,7 +108,7 @@ def _max_layers_for_split(
         return _fits(at(n_gpu_layers), margin_bytes, host_free_bytes)
 
     top = shape.n_layer + 1 if gpus else 0
-    found = _largest(0, top, ok)
+    found = largest(0, top, ok)
     while found is not None and found > 0 and not ok(found):  # not monotone after all
         found -= 1
     chosen = 0 if found is None else found
@@ -140,6 +140,6 @@ def max_context(
     def ok(units: int) -> bool:
         return _fits(at(units), margin_bytes, host_free_bytes)
 
-    found = _largest(1, max(top // step, 1), ok)
+    found = largest(1, max(top // step, 1), ok)
     chosen = found or 1
     return Plan(replace(settings, n_ctx=chosen * step), at(chosen), found is not None)

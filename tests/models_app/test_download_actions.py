@@ -18,19 +18,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def queued(monkeypatch):
-    """Tasks handed to Django-Q: (function, args, cluster)."""
-    calls: list[tuple[str, tuple, str]] = []
-
-    def fake_async_task(func, *args, cluster=None, group=None, **kwargs):
-        calls.append((func, args, cluster))
-        return f"task-{len(calls)}"
-
-    monkeypatch.setattr("django_q.tasks.async_task", fake_async_task)
-    return calls
-
-
-@pytest.fixture
 def node():
     return NodeFactory(name="gpu-a", disk_free={"/srv/models": 500 * GIB, "/data": 100 * GIB})
 

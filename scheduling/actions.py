@@ -1,0 +1,244 @@
+"""Deployments: create, scale, start, stop, delete, and the instances that follow them.
+
+``reconcile`` makes a deployment's live instances match what it asks for (replicas,
+desired state); placement runs after commit (``placing``). Instance state changes
+are in ``lifecycle``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from inventory.models import Gpu, Node
+from models_app import actions as model_actions
+from models_app.choices import DownloadState, SourceKind
+from models_app.models import ModelFile
+from scheduling import events, lifecycle, placing
+from scheduling.choices import DesiredState, InstanceState
+from scheduling.fleet import Fleet, request_for
+from scheduling.models import Deployment, Instance
+from scheduling.placement import Refusal
+
+S = InstanceState
+ENDED = (S.STOPPED,)
+# Replicas beyond the wanted count are stopped in this order: not yet running first.
+_STOP_FIRST = [S.PENDING, S.FAILED, S.SCHEDULED, S.WAITING_FOR_FILES, S.UNREACHABLE, S.STARTING]
+
+
+def selection_errors(
+    deployment: Deployment,
+    only_gpus: Iterable[Any] | None = None,
+    exclude_gpus: Iterable[Any] | None = None,
+) -> dict[str, str]:
+    """Why no instance of this deployment could ever be placed, by field (empty: fine)."""
+    nodes = [
+        view
+        for view in Fleet.load().for_deployment(deployment)
+        if all(view.labels.get(k) == v for k, v in deployment.node_labels.items())
+    ]
+    if not nodes:
+        return {"node_labels": "No node has these labels."}
+    if not any(view.has_model or view.can_download for view in nodes):
+        return {"model": f"No node holds {deployment.model} or can download it."}
+    if deployment.allow_cpu_offload:
+        return {}
+    request = request_for(deployment, only_gpus, exclude_gpus)
+    usable = [
+        gpu
+        for view in nodes
+        for gpu in view.gpus
+        if gpu.enabled and gpu.present and gpu.id not in request.exclude_gpus
+        if not request.only_gpus or gpu.id in request.only_gpus
+    ]
+    if not usable:
+        return {"only_gpus": "The GPU selector matches no enabled GPU (and CPU offload is off)."}
+    return {}
+
+
+def validate(
+    deployment: Deployment, only_gpus: Iterable[Gpu] = (), exclude_gpus: Iterable[Gpu] = ()
+) -> None:
+    """Every rule of the model, then whether anything could ever be placed."""
+    deployment.full_clean(exclude=["only_gpus", "exclude_gpus"])
+    errors = selection_errors(deployment, only_gpus, exclude_gpus)
+    if errors:
+        raise ValidationError(errors)
+
+
+def do_create_deployment(
+    user: Any = None,
+    only_gpus: Iterable[Gpu] = (),
+    exclude_gpus: Iterable[Gpu] = (),
+    **fields: Any,
+) -> Deployment:
+    """Validate everything first (no half-created deployment), then create its replicas."""
+    deployment = Deployment(**fields)
+    if user is not None and getattr(user, "is_authenticated", False):
+        deployment.created_by = user
+    only, exclude = list(only_gpus), list(exclude_gpus)
+    validate(deployment, only, exclude)
+    with transaction.atomic():
+        deployment.save(force_insert=True)
+        deployment.only_gpus.set(only)
+        deployment.exclude_gpus.set(exclude)
+        reconcile(deployment)
+        events.deployment_changed(deployment)
+    return deployment
+
+
+def live_instances(deployment: Deployment) -> list[Instance]:
+    return list(deployment.instances.exclude(state__in=ENDED).order_by("created_at"))
+
+
+def reconcile(deployment: Deployment) -> None:
+    """Create or stop instances so that the deployment has what it asks for."""
+    live = live_instances(deployment)
+    wanted = deployment.replicas if deployment.desired_state == DesiredState.RUNNING else 0
+    if len(live) < wanted:
+        Instance.objects.bulk_create(
+            Instance(deployment=deployment) for _ in range(wanted - len(live))
+        )
+        placing.run_pass_after_commit(f"{deployment} needs replicas")
+    for instance in _surplus(live, len(live) - wanted):
+        lifecycle.do_request_stop(instance)
+    if deployment.desired_state == DesiredState.DELETING:
+        transaction.on_commit(lambda: _delete_if_done(deployment.pk))
+
+
+def _surplus(live: list[Instance], count: int) -> list[Instance]:
+    if count <= 0:
+        return []
+    rank = {state: position for position, state in enumerate(_STOP_FIRST)}
+    ordered = sorted(
+        live, key=lambda i: (rank.get(S(i.state), len(rank)), -i.created_at.timestamp())
+    )
+    return ordered[:count]
+
+
+def _delete_if_done(deployment_id: Any) -> None:
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+        if deployment is None or deployment.desired_state != DesiredState.DELETING:
+            return
+        if deployment.instances.exclude(state__in=ENDED).exists():
+            return
+        events.deployment_changed(deployment)
+        deployment.delete()
+
+
+def do_scale(deployment: Deployment, replicas: int) -> Deployment:
+    deployment.replicas = replicas
+    deployment.full_clean(exclude=["only_gpus", "exclude_gpus"])
+    with transaction.atomic():
+        Deployment.objects.filter(pk=deployment.pk).update(replicas=replicas)
+        reconcile(deployment)
+        events.deployment_changed(deployment)
+    return deployment
+
+
+def do_set_desired(deployment: Deployment, desired: DesiredState) -> Deployment:
+    if deployment.desired_state == DesiredState.DELETING:
+        raise ValidationError({"desired_state": "This deployment is being deleted."})
+    with transaction.atomic():
+        Deployment.objects.filter(pk=deployment.pk).update(desired_state=desired)
+        deployment.desired_state = desired
+        reconcile(deployment)
+        events.deployment_changed(deployment)
+    return deployment
+
+
+def do_delete_deployment(deployment: Deployment) -> None:
+    """Stop every instance; the row goes when the last one has stopped."""
+    with transaction.atomic():
+        Deployment.objects.filter(pk=deployment.pk).update(desired_state=DesiredState.DELETING)
+        deployment.desired_state = DesiredState.DELETING
+        reconcile(deployment)
+        events.deployment_changed(deployment)
+
+
+def on_instance_ended(instance: Instance) -> None:
+    """After an instance stopped: a deleting deployment may now go."""
+    deployment = instance.deployment
+    if deployment.desired_state == DesiredState.DELETING:
+        transaction.on_commit(lambda: _delete_if_done(deployment.pk))
+
+
+# --- from placement to start ------------------------------------------------------------
+
+
+def do_prepare_start(instance_id: Any) -> None:
+    """A scheduled instance: start it if its node has the file, else fetch the file."""
+    instance = Instance.objects.select_related("deployment__model", "node").get(pk=instance_id)
+    if instance.state != S.SCHEDULED or instance.node is None:
+        return
+    model = instance.deployment.model
+    if model.source_kind == SourceKind.PATH:
+        with transaction.atomic():
+            lifecycle.enqueue(instance, lifecycle.START_TASK)
+        return
+    copy = _copy_on(instance.node, instance)
+    if copy is not None and copy.state == DownloadState.READY:
+        with transaction.atomic():
+            Instance.objects.filter(pk=instance.pk).update(model_file=copy)
+            lifecycle.enqueue(instance, lifecycle.START_TASK)
+        return
+    _wait_for_file(instance, copy)
+
+
+def _copy_on(node: Node, instance: Instance) -> ModelFile | None:
+    copies = ModelFile.objects.filter(model=instance.deployment.model, node=node)
+    return copies.filter(state__in=placing_states()).order_by("-created_at").first()
+
+
+def placing_states() -> tuple[str, ...]:
+    from scheduling.fleet import HAVING_STATES
+
+    return tuple(HAVING_STATES)
+
+
+def _wait_for_file(instance: Instance, copy: ModelFile | None) -> None:
+    assert instance.node is not None
+    if copy is None:
+        try:
+            copy = model_actions.do_request_download(instance.deployment.model, instance.node)
+        except model_actions.DownloadRefused as exc:
+            lifecycle.do_back_to_pending(instance, f"Cannot download the model: {exc.message}")
+            return
+    reason = f"Waiting for {copy.model} to download to {instance.node.name}."
+    lifecycle.move(instance, (S.SCHEDULED,), S.WAITING_FOR_FILES, model_file=copy, reason=reason)
+
+
+def do_check_waiting(node: Node) -> int:
+    """Instances of ``node`` waiting for their file: start those whose copy is ready,
+    send back to placement those whose copy failed or went away."""
+    changed = 0
+    waiting = Instance.objects.filter(node=node, state=S.WAITING_FOR_FILES).select_related(
+        "model_file", "node", "deployment"
+    )
+    for instance in waiting:
+        copy = instance.model_file
+        if copy is not None and copy.state == DownloadState.READY:
+            with transaction.atomic():
+                if lifecycle.move(instance, (S.WAITING_FOR_FILES,), S.SCHEDULED, reason=""):
+                    lifecycle.enqueue(instance, lifecycle.START_TASK)
+                    changed += 1
+        elif copy is None or copy.state not in placing_states():
+            error = copy.error if copy is not None and copy.error else "the copy went away"
+            changed += lifecycle.do_back_to_pending(instance, f"The download failed: {error}")
+    return changed
+
+
+def preview(
+    deployment: Deployment,
+    only_gpus: Iterable[Any] | None = None,
+    exclude_gpus: Iterable[Any] | None = None,
+) -> dict[str, Any]:
+    """Where one replica would go now and why, claiming nothing (for the form and API)."""
+    outcome = placing.preview(deployment, only_gpus, exclude_gpus)
+    if isinstance(outcome, Refusal):
+        return {"fits": False, "reasons": list(outcome.reasons)}
+    return {"fits": True, "placement": outcome}

@@ -1,0 +1,132 @@
+"""Schemas of the scheduling API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from ninja import Field, Schema
+from pydantic import ConfigDict
+
+from scheduling.models import MAX_REPLICAS
+
+OptionValue = str | int | float | bool
+
+
+class DeploymentIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: UUID
+    served_name: str = Field(max_length=128, description="the name clients ask for")
+    replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
+    n_ctx: int = Field(4096, ge=256, le=10_000_000, description="context size in tokens")
+    parallel: int = Field(1, ge=1, le=64, description="parallel slots (the backend serves 1)")
+    cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    flash_attn: bool = False
+    policy: Literal["binpack", "spread"] = "binpack"
+    node_labels: dict[str, str] = Field(default_factory=dict)
+    only_gpus: list[UUID] = Field(default_factory=list, description="GPU ids; empty: any")
+    exclude_gpus: list[UUID] = Field(default_factory=list)
+    priority: int = Field(50, ge=0, le=100)
+    allow_cpu_offload: bool = False
+    allow_multi_gpu: bool = False
+    extra_options: dict[str, OptionValue] = Field(
+        default_factory=dict, description="llama.cpp server options from the allowed list"
+    )
+
+
+class ScaleIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(ge=0, le=MAX_REPLICAS)
+
+
+class ClaimOut(Schema):
+    gpu_id: UUID
+    node: str
+    index: int
+    position: int = Field(description="CUDA device number inside the backend")
+    estimated: int
+    measured: int | None
+    claimed: int
+
+
+class RunOut(Schema):
+    number: int
+    started_at: datetime
+    ready_at: datetime | None
+    ended_at: datetime | None
+    exit_code: int | None
+    exit_signal: str
+    outcome: str
+    measured: dict[str, int]
+
+
+class InstanceOut(Schema):
+    id: UUID
+    deployment_id: UUID
+    served_name: str
+    node: str | None
+    state: str
+    placement_kind: str
+    n_gpu_layers: int
+    tensor_split: list[float] | None
+    port: int | None
+    pid: int | None
+    server_pid: int | None
+    restart_count: int
+    next_attempt_at: datetime | None
+    reason: str
+    last_error: str
+    estimated: dict[str, int]
+    measured: dict[str, int]
+    claims: list[ClaimOut]
+    created_at: datetime
+    ready_at: datetime | None
+
+
+class DeploymentOut(Schema):
+    id: UUID
+    model_id: UUID
+    model: str
+    served_name: str
+    replicas: int
+    desired_state: str
+    n_ctx: int
+    parallel: int
+    cache_type: str
+    flash_attn: bool
+    policy: str
+    node_labels: dict[str, str]
+    only_gpus: list[UUID]
+    exclude_gpus: list[UUID]
+    priority: int
+    allow_cpu_offload: bool
+    allow_multi_gpu: bool
+    extra_options: dict[str, OptionValue]
+    instances: list[InstanceOut]
+    created_at: datetime
+
+
+class PlacementOut(Schema):
+    node_id: UUID
+    node: str
+    kind: str
+    gpus: list[dict[str, object]]
+    host_bytes: int
+    n_gpu_layers: int
+    tensor_split: list[float] | None
+    needs_download: bool
+
+
+class PreviewOut(Schema):
+    fits: bool
+    placement: PlacementOut | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class LogOut(Schema):
+    instance_id: UUID
+    run: int | None
+    lines: list[str]

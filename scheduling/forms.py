@@ -1,0 +1,168 @@
+"""Forms of the deployment pages. They only parse input (labels and options typed as
+text, GPUs picked by id); every rule is checked by the model and by
+``actions.do_create_deployment``, whose errors the views put back on these fields."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from inventory.models import Gpu
+from models_app.models import CatalogModel
+from scheduling.choices import CacheType, PlacementPolicy
+from scheduling.models import MAX_REPLICAS, Deployment
+from scheduling.options import ALLOWED_OPTIONS
+
+# Fields of ``Deployment`` the form hands to the action as they are.
+PLAIN_FIELDS = (
+    "model",
+    "served_name",
+    "replicas",
+    "n_ctx",
+    "parallel",
+    "cache_type",
+    "flash_attn",
+    "policy",
+    "node_labels",
+    "priority",
+    "allow_cpu_offload",
+    "allow_multi_gpu",
+    "extra_options",
+)
+
+
+def gpu_label(gpu: Gpu) -> str:
+    """``node-a/gpu0 NVIDIA A100-SXM4-80GB``."""
+    return f"{gpu.node.name}/gpu{gpu.index} {gpu.name}"
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``"zone=a, tier=gold"`` → ``{"zone": "a", "tier": "gold"}``."""
+    labels: dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(f"“{item}” is not key=value.")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def parse_options(text: str) -> dict[str, str]:
+    """One ``name=value`` per line; blank lines and lines starting with # are skipped."""
+    options: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise ValidationError(f"Line {number} (“{line}”) is not name=value.")
+        options[name.strip()] = value.strip()
+    return options
+
+
+def labels_text(labels: dict[str, str]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in labels.items())
+
+
+def options_text(options: dict[str, Any]) -> str:
+    return "\n".join(f"{name}={value}" for name, value in options.items())
+
+
+class GpuChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return gpu_label(obj)
+
+
+def _gpu_field(label: str, help_text: str) -> GpuChoiceField:
+    return GpuChoiceField(
+        queryset=Gpu.objects.select_related("node").order_by("node__name", "index"),
+        required=False,
+        label=label,
+        help_text=help_text,
+        widget=forms.SelectMultiple(attrs={"size": 4}),
+    )
+
+
+def _help(name: str) -> str:
+    return str(getattr(Deployment._meta.get_field(name), "help_text", ""))
+
+
+class DeploymentForm(forms.Form):
+    model = forms.ModelChoiceField(
+        queryset=CatalogModel.objects.order_by("display_name"), empty_label="— pick a model —"
+    )
+    served_name = forms.CharField(
+        max_length=128,
+        help_text="The name clients ask the gateway for.",
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )
+    replicas = forms.IntegerField(min_value=0, max_value=MAX_REPLICAS, initial=1)
+    n_ctx = forms.IntegerField(
+        label="Context (tokens)", min_value=256, initial=4096, help_text=_help("n_ctx")
+    )
+    parallel = forms.IntegerField(
+        label="Parallel slots", min_value=1, initial=1, help_text=_help("parallel")
+    )
+    cache_type = forms.ChoiceField(
+        label="K/V cache type", choices=CacheType.choices, initial=CacheType.F16
+    )
+    flash_attn = forms.BooleanField(label="Flash attention", required=False)
+    policy = forms.ChoiceField(choices=PlacementPolicy.choices, initial=PlacementPolicy.BINPACK)
+    node_labels = forms.CharField(
+        required=False,
+        label="Node labels",
+        help_text="key=value, key=value: a node must have every one.",
+        widget=forms.TextInput(attrs={"placeholder": "zone=a, tier=gold", "spellcheck": "false"}),
+    )
+    only_gpus = _gpu_field("Only these GPUs", "Empty: any GPU.")
+    exclude_gpus = _gpu_field("Never these GPUs", "")
+    priority = forms.IntegerField(
+        min_value=0, max_value=100, initial=50, help_text="0–100; higher is placed first."
+    )
+    allow_cpu_offload = forms.BooleanField(
+        label="Allow CPU offload", required=False, help_text="Layers that do not fit go to RAM."
+    )
+    allow_multi_gpu = forms.BooleanField(
+        label="Allow several GPUs", required=False, help_text="Split one replica over GPUs."
+    )
+    extra_options = forms.CharField(
+        required=False,
+        label="Extra server options",
+        help_text="One name=value per line. Allowed: " + ", ".join(sorted(ALLOWED_OPTIONS)),
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+    )
+
+    def clean_node_labels(self) -> dict[str, str]:
+        return parse_labels(self.cleaned_data.get("node_labels") or "")
+
+    def clean_extra_options(self) -> dict[str, str]:
+        return parse_options(self.cleaned_data.get("extra_options") or "")
+
+    def deployment_fields(self) -> dict[str, Any]:
+        """The cleaned values as ``Deployment`` fields (those that parsed)."""
+        return {name: self.cleaned_data[name] for name in PLAIN_FIELDS if name in self.cleaned_data}
+
+    def gpu_selection(self) -> tuple[list[Gpu], list[Gpu]]:
+        data = self.cleaned_data
+        return list(data.get("only_gpus") or []), list(data.get("exclude_gpus") or [])
+
+    def add_model_errors(self, error: ValidationError) -> None:
+        """Errors of the model or the action, each on its field (else on the form)."""
+        for field, messages in error.message_dict.items():
+            self.add_error(field if field in self.fields else None, messages)
+
+
+def joined(errors: Iterable[Any]) -> str:
+    """Form or validation error messages as one line."""
+    return " ".join(str(e) for e in errors)
+
+
+class ScaleForm(forms.Form):
+    replicas = forms.IntegerField(min_value=0, max_value=MAX_REPLICAS)

@@ -1,0 +1,227 @@
+"""State changes of instances (see ``Instance``'s docstring for the machine). Each is one
+conditional UPDATE from the states it may leave, so a worker, an agent and an operator
+racing each other cannot both win, and emits one ``instance.changed`` event."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from scheduling import events
+from scheduling.choices import CLAIMING_STATES, PROCESS_STATES, InstanceState
+from scheduling.models import GpuClaim, Instance, InstanceRun, log_file_name
+
+logger = logging.getLogger("gpufleet.scheduling")
+S = InstanceState
+START_TASK = "scheduling.tasks.start_instance"
+STOP_TASK = "scheduling.tasks.stop_instance"
+
+
+def move(instance: Instance, source: Sequence[str], target: str, **fields: Any) -> bool:
+    """``instance`` from one of ``source`` to ``target``; False when it was elsewhere."""
+    moved = Instance.objects.filter(pk=instance.pk, state__in=source).update(
+        state=target, updated_at=timezone.now(), **fields
+    )
+    if moved:
+        instance.refresh_from_db()
+        events.instance_changed(instance)
+    return bool(moved)
+
+
+def release_claims(instance: Instance) -> None:
+    GpuClaim.objects.filter(instance=instance).delete()
+
+
+def enqueue(instance: Instance, task: str) -> None:
+    """Send a task to the instance's node's worker once the transaction commits."""
+    from django_q.tasks import async_task
+
+    assert instance.node is not None
+    node_name = instance.node.name
+
+    def send() -> None:
+        task_id = async_task(task, str(instance.pk), cluster=node_name, group="backends")
+        Instance.objects.filter(pk=instance.pk).update(task_id=str(task_id))
+
+    transaction.on_commit(send)
+
+
+def backoff(restarts: int) -> timedelta:
+    """Exponential: base × 2^(restarts − 1), capped."""
+    base = settings.GPUFLEET_RESTART_BACKOFF
+    seconds = min(base * 2 ** max(restarts - 1, 0), settings.GPUFLEET_RESTART_BACKOFF_MAX)
+    return timedelta(seconds=seconds)
+
+
+# --- starting -------------------------------------------------------------------------
+
+
+def do_claim_start(instance_id: str, worker: str) -> tuple[Instance, InstanceRun] | None:
+    """The node's worker takes a scheduled instance to start it (a new run)."""
+    with transaction.atomic():
+        claimed = Instance.objects.filter(pk=instance_id, state=S.SCHEDULED).update(
+            state=S.STARTING, task_id=worker, started_at=timezone.now(), ready_at=None
+        )
+        if not claimed:
+            return None
+        instance = Instance.objects.select_related("deployment", "node", "model_file").get(
+            pk=instance_id
+        )
+        number = instance.runs.count() + 1
+        name = log_file_name(instance.deployment.served_name, str(instance.pk), number)
+        run = InstanceRun.objects.create(
+            instance=instance,
+            number=number,
+            node=instance.node,
+            log_path=str(settings.GPUFLEET_LOG_DIR / name),
+        )
+        events.instance_changed(instance)
+    return instance, run
+
+
+def do_record_launch(instance: Instance, port: int, pid: int, server_pid: int) -> bool:
+    updated = Instance.objects.filter(pk=instance.pk, state=S.STARTING).update(
+        port=port, pid=pid, server_pid=server_pid, updated_at=timezone.now()
+    )
+    if updated:
+        instance.port, instance.pid, instance.server_pid = port, pid, server_pid
+        events.instance_changed(instance)
+    return bool(updated)
+
+
+def do_mark_running(instance: Instance, measured: Mapping[str, int]) -> bool:
+    """Ready: its measured memory replaces the estimate in its claims."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not move(instance, (S.STARTING, S.UNREACHABLE), S.RUNNING, ready_at=now, reason=""):
+            return False
+        InstanceRun.objects.filter(instance=instance, ended_at__isnull=True).update(
+            ready_at=now, measured=dict(measured)
+        )
+        apply_measurement(instance, measured)
+    return True
+
+
+def apply_measurement(instance: Instance, measured: Mapping[str, int]) -> None:
+    """Store per-device measurements; a GPU measured replaces its claim."""
+    Instance.objects.filter(pk=instance.pk).update(measured=dict(measured))
+    instance.measured = dict(measured)
+    for claim in GpuClaim.objects.filter(instance=instance):
+        size = measured.get(f"CUDA{claim.position}")
+        if size is not None and size > 0:
+            claim.measured = claim.claimed = int(size)
+            claim.save(update_fields=["measured", "claimed"])
+
+
+# --- ending ---------------------------------------------------------------------------
+
+
+def _end_run(instance: Instance, exit_code: int | None, signal: str, last_lines: str) -> None:
+    InstanceRun.objects.filter(instance=instance, ended_at__isnull=True).update(
+        ended_at=timezone.now(),
+        exit_code=exit_code,
+        exit_signal=signal,
+        last_lines=last_lines[-8000:],
+    )
+
+
+def do_mark_failed(
+    instance: Instance,
+    error: str,
+    exit_code: int | None = None,
+    signal: str = "",
+    last_lines: str = "",
+) -> bool:
+    """The backend died or could not start: claims released, a restart after a backoff."""
+    restarts = instance.restart_count + 1
+    with transaction.atomic():
+        moved = move(
+            instance,
+            (*PROCESS_STATES, S.SCHEDULED, S.WAITING_FOR_FILES),
+            S.FAILED,
+            last_error=error[:4000],
+            reason=error[:4000],
+            restart_count=restarts,
+            next_attempt_at=timezone.now() + backoff(restarts),
+            pid=None,
+            server_pid=None,
+            port=None,
+        )
+        if moved:
+            release_claims(instance)
+            _end_run(instance, exit_code, signal, last_lines)
+    if moved:
+        logger.warning("instance %s failed: %s", instance, error)
+    return moved
+
+
+def do_requeue_failed(now: Any = None) -> int:
+    """Failed instances whose backoff is over go back to pending (to be placed again)."""
+    now = now or timezone.now()
+    due = Instance.objects.filter(
+        state=S.FAILED, next_attempt_at__lte=now, deployment__desired_state="running"
+    )
+    count = 0
+    for instance in due:
+        count += move(instance, (S.FAILED,), S.PENDING, node=None, next_attempt_at=None)
+    return count
+
+
+def do_back_to_pending(instance: Instance, reason: str) -> bool:
+    """A placed instance that cannot start where it was placed (its file cannot be had)."""
+    with transaction.atomic():
+        moved = move(
+            instance,
+            (S.SCHEDULED, S.WAITING_FOR_FILES),
+            S.PENDING,
+            reason=reason,
+            node=None,
+            model_file=None,
+            next_attempt_at=timezone.now() + backoff(instance.restart_count + 1),
+        )
+        if moved:
+            release_claims(instance)
+    return moved
+
+
+def do_request_stop(instance: Instance) -> bool:
+    """Stop an instance: its process (if any) through the node's worker, else at once."""
+    with transaction.atomic():
+        if move(instance, (S.PENDING, S.FAILED), S.STOPPED, next_attempt_at=None):
+            return True
+        if move(instance, (S.SCHEDULED, S.WAITING_FOR_FILES), S.STOPPED):
+            release_claims(instance)
+            return True
+        if move(instance, (S.STARTING, S.RUNNING, S.UNREACHABLE), S.STOPPING):
+            enqueue(instance, STOP_TASK)
+            return True
+    return instance.state in (S.STOPPING, S.STOPPED)
+
+
+def do_mark_stopped(instance: Instance, exit_code: int | None = None, signal: str = "") -> bool:
+    with transaction.atomic():
+        moved = move(instance, (S.STOPPING,), S.STOPPED, pid=None, server_pid=None, port=None)
+        if moved:
+            release_claims(instance)
+            _end_run(instance, exit_code, signal, "")
+    return moved
+
+
+def do_mark_unreachable(node_id: Any) -> int:
+    """The node went offline: its backends cannot be seen (claims are kept)."""
+    count = 0
+    for instance in Instance.objects.filter(node_id=node_id, state__in=(S.STARTING, S.RUNNING)):
+        reason = "Its node is offline: the backend cannot be reached."
+        count += move(instance, (S.STARTING, S.RUNNING), S.UNREACHABLE, reason=reason)
+    return count
+
+
+def claiming(node_id: Any = None) -> Any:
+    rows = Instance.objects.filter(state__in=CLAIMING_STATES)
+    return rows.filter(node_id=node_id) if node_id is not None else rows

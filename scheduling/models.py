@@ -1,0 +1,254 @@
+"""Deployments (what operators ask for), instances (replicas placed on a node), the GPU
+memory each instance claims, and the runs of each instance's backend process."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from inventory.models import Gpu, Node
+from models_app.models import CatalogModel, ModelFile
+from scheduling.choices import (
+    CacheType,
+    DesiredState,
+    InstanceState,
+    PlacementKind,
+    PlacementPolicy,
+)
+from scheduling.options import clean_options
+
+served_name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
+    "Use letters, digits and . _ : / - (at most 128 characters), as clients will type it.",
+)
+MAX_REPLICAS = 64
+
+
+class Deployment(models.Model):
+    """A model served under a name, with the settings its backends run with.
+
+    ``desired_state``: running ↔ stopped (operator), running / stopped → deleting
+    (operator; the row goes once its instances have stopped).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="deployments")
+    served_name = models.CharField(max_length=128, unique=True, validators=[served_name_validator])
+    replicas = models.PositiveSmallIntegerField(
+        default=1, validators=[MaxValueValidator(MAX_REPLICAS)]
+    )
+    desired_state = models.CharField(
+        max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING
+    )
+    n_ctx = models.PositiveIntegerField(
+        default=4096, validators=[MinValueValidator(256)], help_text="context size in tokens"
+    )
+    parallel = models.PositiveSmallIntegerField(
+        default=1, help_text="parallel slots (llama-cpp-python's server serves one at a time)"
+    )
+    cache_type = models.CharField(max_length=8, choices=CacheType.choices, default=CacheType.F16)
+    flash_attn = models.BooleanField(default=False)
+    policy = models.CharField(
+        max_length=16, choices=PlacementPolicy.choices, default=PlacementPolicy.BINPACK
+    )
+    node_labels = models.JSONField(default=dict, blank=True, help_text="labels a node must have")
+    only_gpus = models.ManyToManyField(Gpu, blank=True, related_name="pinned_deployments")
+    exclude_gpus = models.ManyToManyField(Gpu, blank=True, related_name="excluding_deployments")
+    priority = models.IntegerField(
+        default=50, validators=[MinValueValidator(0), MaxValueValidator(100)]
+    )
+    allow_cpu_offload = models.BooleanField(default=False)
+    allow_multi_gpu = models.BooleanField(default=False)
+    extra_options = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        ordering = ["served_name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(replicas__lte=MAX_REPLICAS), name="deployment_replicas_bounded"
+            ),
+            models.CheckConstraint(
+                condition=Q(n_ctx__gte=256), name="deployment_context_at_least_256"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.served_name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        errors |= self._context_errors()
+        if self.parallel != 1:
+            errors["parallel"] = (
+                "llama-cpp-python's server serves one request at a time per backend: "
+                "use 1 parallel slot and more replicas."
+            )
+        if self.cache_type != CacheType.F16 and not self.flash_attn:
+            errors["cache_type"] = "A quantized K/V cache needs flash attention."
+        if not _is_labels(self.node_labels):
+            errors["node_labels"] = "Labels must be an object of string → string."
+        _, option_errors = clean_options(self.extra_options)
+        if option_errors:
+            errors["extra_options"] = "; ".join(f"{k}: {v}" for k, v in option_errors.items())
+        if errors:
+            raise ValidationError(errors)
+
+    def _context_errors(self) -> dict[str, str]:
+        if self.model_id is None or not self.n_ctx:
+            return {}
+        trained = self.model.context_length
+        if trained and self.n_ctx > trained:
+            return {"n_ctx": f"{self.model} supports at most {trained} tokens of context."}
+        return {}
+
+    @property
+    def options(self) -> dict[str, str]:
+        return clean_options(self.extra_options)[0]
+
+
+def _is_labels(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+class Instance(models.Model):
+    """One replica of a deployment, placed on one node.
+
+    ``state`` transitions, each through one action in ``scheduling.actions``:
+    pending → scheduled (placed: claims written) → waiting_for_files (the node has no
+    ready copy: a download was requested) → scheduled (the copy is ready) → starting
+    (the node's worker launched the backend) → running (it answers ``/v1/models``) →
+    stopping → stopped; starting / running → failed (the process died: claims
+    released; back to pending after a backoff); starting / running → unreachable (the
+    node went offline) → running (its agent adopted the process again) or failed;
+    pending / scheduled / waiting_for_files → stopped (stopped before it started).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="instances")
+    node = models.ForeignKey(
+        Node, null=True, blank=True, on_delete=models.SET_NULL, related_name="instances"
+    )
+    model_file = models.ForeignKey(
+        ModelFile, null=True, blank=True, on_delete=models.SET_NULL, related_name="instances"
+    )
+    state = models.CharField(
+        max_length=20, choices=InstanceState.choices, default=InstanceState.PENDING, db_index=True
+    )
+    placement_kind = models.CharField(max_length=16, choices=PlacementKind.choices, blank=True)
+    n_gpu_layers = models.IntegerField(default=0)
+    tensor_split = models.JSONField(null=True, blank=True)
+    host_bytes = models.PositiveBigIntegerField(default=0, help_text="estimated host memory")
+    estimated = models.JSONField(default=dict, blank=True, help_text="device → bytes")
+    measured = models.JSONField(default=dict, blank=True, help_text="device → bytes")
+    port = models.PositiveIntegerField(null=True, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True, help_text="the runner's pid")
+    server_pid = models.PositiveIntegerField(null=True, blank=True)
+    restart_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, help_text="why it waits, or what went wrong")
+    last_error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    last_request_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["deployment__served_name", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["node", "port"],
+                condition=Q(port__isnull=False),
+                name="instance_unique_port_per_node",
+            )
+        ]
+
+    def __str__(self) -> str:
+        where = self.node.name if self.node else "unplaced"
+        return f"{self.deployment.served_name} #{str(self.pk)[:8]} on {where} ({self.state})"
+
+    @property
+    def short_id(self) -> str:
+        return str(self.pk)[:8]
+
+    @property
+    def current_run(self) -> InstanceRun | None:
+        return self.runs.order_by("-number").first()
+
+
+class GpuClaim(models.Model):
+    """Bytes an instance is expected to use on one GPU, held while it is placed.
+
+    ``claimed`` is the estimate until the backend reports its real buffers, then the
+    measurement; the sum over a GPU is its ``claimed`` in the memory accounting.
+    ``position`` is the GPU's place in the instance's device order (CUDA0, CUDA1, …).
+    """
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="claims")
+    gpu = models.ForeignKey(Gpu, on_delete=models.CASCADE, related_name="claims")
+    position = models.PositiveSmallIntegerField()
+    estimated = models.PositiveBigIntegerField()
+    measured = models.PositiveBigIntegerField(null=True, blank=True)
+    claimed = models.PositiveBigIntegerField()
+
+    class Meta:
+        ordering = ["instance", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "gpu"], name="claim_one_per_gpu"),
+            models.UniqueConstraint(fields=["instance", "position"], name="claim_one_per_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance} claims {self.claimed} B on {self.gpu}"
+
+
+class InstanceRun(models.Model):
+    """One start of an instance's backend: its log file, how it ended."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="runs")
+    number = models.PositiveIntegerField()
+    node = models.ForeignKey(Node, null=True, on_delete=models.SET_NULL, related_name="+")
+    log_path = models.CharField(max_length=4096)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    exit_signal = models.CharField(max_length=16, blank=True)
+    last_lines = models.TextField(blank=True)
+    measured = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["instance", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "number"], name="run_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance} run {self.number}"
+
+    @property
+    def outcome(self) -> str:
+        if self.ended_at is None:
+            return "running" if self.ready_at else "starting"
+        if self.exit_signal:
+            return f"killed by {self.exit_signal}"
+        return f"exit code {self.exit_code}"
+
+
+def log_file_name(served_name: str, instance_id: str, number: int) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", served_name).strip("._") or "model"
+    return f"{safe}-{instance_id[:8]}-run{number}.log"

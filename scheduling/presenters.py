@@ -1,0 +1,96 @@
+"""Plain data of deployments and instances, for the API and the pages alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inventory.models import Gpu, Node
+from scheduling.models import Deployment, Instance
+from scheduling.placement import Placement
+
+
+def claim_data(instance: Instance) -> list[dict[str, Any]]:
+    return [
+        {
+            "gpu_id": claim.gpu_id,
+            "node": claim.gpu.node.name,
+            "index": claim.gpu.index,
+            "position": claim.position,
+            "estimated": claim.estimated,
+            "measured": claim.measured,
+            "claimed": claim.claimed,
+        }
+        for claim in instance.claims.select_related("gpu__node").order_by("position")
+    ]
+
+
+def instance_data(instance: Instance) -> dict[str, Any]:
+    return {
+        "id": instance.pk,
+        "deployment_id": instance.deployment_id,
+        "served_name": instance.deployment.served_name,
+        "node": instance.node.name if instance.node else None,
+        "state": instance.state,
+        "placement_kind": instance.placement_kind,
+        "n_gpu_layers": instance.n_gpu_layers,
+        "tensor_split": instance.tensor_split,
+        "port": instance.port,
+        "pid": instance.pid,
+        "server_pid": instance.server_pid,
+        "restart_count": instance.restart_count,
+        "next_attempt_at": instance.next_attempt_at,
+        "reason": instance.reason,
+        "last_error": instance.last_error,
+        "estimated": instance.estimated,
+        "measured": instance.measured,
+        "claims": claim_data(instance),
+        "created_at": instance.created_at,
+        "ready_at": instance.ready_at,
+    }
+
+
+def deployment_data(deployment: Deployment, with_stopped: bool = False) -> dict[str, Any]:
+    instances = deployment.instances.select_related("node", "deployment")
+    if not with_stopped:
+        instances = instances.exclude(state="stopped")
+    return {
+        "id": deployment.pk,
+        "model_id": deployment.model_id,
+        "model": str(deployment.model),
+        "served_name": deployment.served_name,
+        "replicas": deployment.replicas,
+        "desired_state": deployment.desired_state,
+        "n_ctx": deployment.n_ctx,
+        "parallel": deployment.parallel,
+        "cache_type": deployment.cache_type,
+        "flash_attn": deployment.flash_attn,
+        "policy": deployment.policy,
+        "node_labels": deployment.node_labels,
+        "only_gpus": list(deployment.only_gpus.values_list("pk", flat=True)),
+        "exclude_gpus": list(deployment.exclude_gpus.values_list("pk", flat=True)),
+        "priority": deployment.priority,
+        "allow_cpu_offload": deployment.allow_cpu_offload,
+        "allow_multi_gpu": deployment.allow_multi_gpu,
+        "extra_options": deployment.extra_options,
+        "instances": [instance_data(i) for i in instances.order_by("created_at")],
+        "created_at": deployment.created_at,
+    }
+
+
+def placement_data(placement: Placement) -> dict[str, Any]:
+    node = Node.objects.get(pk=placement.node_id)
+    gpus = Gpu.objects.in_bulk([*placement.gpu_ids])
+    by_id = {str(pk): gpu for pk, gpu in gpus.items()}
+    return {
+        "node_id": node.pk,
+        "node": node.name,
+        "kind": placement.kind.value,
+        "gpus": [
+            {"id": gpu_id, "index": by_id[gpu_id].index, "name": by_id[gpu_id].name, "bytes": size}
+            for gpu_id, size in zip(placement.gpu_ids, placement.gpu_bytes, strict=True)
+        ],
+        "host_bytes": placement.host_bytes,
+        "n_gpu_layers": placement.n_gpu_layers,
+        "tensor_split": list(placement.tensor_split) if placement.tensor_split else None,
+        "needs_download": placement.needs_download,
+    }

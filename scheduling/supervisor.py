@@ -1,0 +1,183 @@
+"""The agent's part in keeping backends up, on its own node:
+
+- on start, adopt the backend processes that still run for this node's instances and
+  stop every backend process it does not know (``adopt``);
+- every tick, mark failed the instances whose process died (exit status and last log
+  lines kept; a restart follows after a backoff), refresh measured memory from NVML's
+  per-process figures, start instances whose files arrived;
+- for the whole fleet (any agent may, all are idempotent): instances of offline nodes
+  become unreachable, failed ones whose backoff is over go back to pending, and a
+  placement pass places what is pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from inventory.choices import NodeStatus
+from inventory.models import Gpu, Node
+from inventory.probe.base import ProcessUsage
+from scheduling import actions, backend, lifecycle, oom, placing
+from scheduling.choices import InstanceState
+from scheduling.models import GpuClaim, Instance
+from scheduling.tasks import fail_from_exit, state_dir
+
+logger = logging.getLogger("gpufleet.supervisor")
+S = InstanceState
+FLEET_EVERY = 2.0
+MEASURE_EVERY = 5.0
+STOP_GRACE = 60.0  # a stopping instance whose process still runs after this is stopped here
+
+
+class Supervisor:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.adopted = False
+        self._due: dict[str, float] = {}
+
+    def _is_due(self, name: str, every: float, now: float) -> bool:
+        if now >= self._due.get(name, 0.0):
+            self._due[name] = now + every
+            return True
+        return False
+
+    def tick(self, node: Node, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.node = node
+        if not self.adopted:
+            adopt(node)
+            self.adopted = True
+        check_processes(node)
+        actions.do_check_waiting(node)
+        if self._is_due("measure", MEASURE_EVERY, now):
+            refresh_measurements(node)
+            oom.check_node(node)
+        if self._is_due("fleet", FLEET_EVERY, now):
+            fleet_housekeeping()
+
+
+def adopt(node: Node) -> None:
+    """After an agent (re)start: keep what runs for our instances, stop the rest."""
+    known = {str(i.pk): i for i in Instance.objects.filter(node=node, state__in=_WATCHED)}
+    for process in backend.find_backends():
+        instance_id, pid = process.instance_id, process.pid
+        instance = known.get(instance_id)
+        if instance is None or pid not in (instance.pid, instance.server_pid):
+            logger.warning("stopping backend process %s of unknown instance %s", pid, instance_id)
+            backend.stop(pid, pid, instance_id=instance_id)
+    for instance in known.values():
+        _check_one(instance, adopting=True)
+
+
+_WATCHED = (S.STARTING, S.RUNNING, S.UNREACHABLE, S.STOPPING)
+
+
+def check_processes(node: Node) -> None:
+    for instance in Instance.objects.filter(node=node, state__in=_WATCHED).select_related(
+        "deployment"
+    ):
+        _check_one(instance, adopting=False)
+
+
+def _check_one(instance: Instance, adopting: bool) -> None:
+    alive = bool(instance.server_pid) and backend.is_running(
+        instance.server_pid or 0, str(instance.pk)
+    )
+    if alive:
+        if instance.state == S.UNREACHABLE:
+            log = _read_log(instance)
+            lifecycle.do_mark_running(instance, backend.measured_memory(log))
+            logger.info("adopted the running backend of %s", instance)
+        elif instance.state == S.STOPPING and _age(instance) > STOP_GRACE:
+            pids = (instance.pid or 0, instance.server_pid or 0)
+            backend.stop(*pids, instance_id=str(instance.pk))  # its stop task was lost
+        return
+    if instance.state == S.STARTING and not _start_lost(instance):
+        return  # its start task is still launching it
+    run = instance.current_run
+    if instance.state == S.STOPPING:
+        lifecycle.do_mark_stopped(instance)
+        actions.on_instance_ended(instance)
+        return
+    if run is None:
+        lifecycle.do_mark_failed(instance, "The backend process is gone (no run recorded).")
+        return
+    fail_from_exit(instance, run, "The backend process died.")
+
+
+def _age(instance: Instance) -> float:
+    return (timezone.now() - instance.updated_at).total_seconds()
+
+
+def _start_lost(instance: Instance) -> bool:
+    """A starting instance whose launch recorded a pid that is gone, or that has been
+    starting for longer than the start timeout allows (its task died)."""
+    if instance.server_pid:
+        return True
+    started = instance.started_at or instance.updated_at
+    limit = settings.GPUFLEET_BACKEND_START_TIMEOUT + 60
+    return (timezone.now() - started).total_seconds() > limit
+
+
+def _read_log(instance: Instance) -> str:
+    run = instance.current_run
+    return backend.read_log(Path(run.log_path)) if run else ""
+
+
+def refresh_measurements(node: Node) -> None:
+    """NVML's per-process memory of each running backend replaces its GPU claims."""
+    gpus = {gpu.pk: gpu for gpu in Gpu.objects.filter(node=node)}
+    for instance in Instance.objects.filter(node=node, state=S.RUNNING).prefetch_related("claims"):
+        measured = dict(instance.measured)
+        changed = False
+        for claim in instance.claims.all():
+            gpu = gpus.get(claim.gpu_id)
+            used = _process_memory(gpu, instance.server_pid) if gpu else None
+            if used and abs(used - (claim.measured or 0)) > 1024**2:
+                claim.measured = claim.claimed = used
+                claim.save(update_fields=["measured", "claimed"])
+                measured[f"CUDA{claim.position}"] = used
+                changed = True
+        if changed:
+            Instance.objects.filter(pk=instance.pk).update(measured=measured)
+            lifecycle.events.instance_changed(instance)
+
+
+def _process_memory(gpu: Gpu, pid: int | None) -> int | None:
+    for process in gpu.processes or []:
+        if pid and process.get("pid") == pid:
+            return int(process.get("memory_used") or 0) or None
+    return None
+
+
+def fleet_housekeeping() -> None:
+    offline = Node.objects.exclude(
+        status__in=(NodeStatus.ONLINE, NodeStatus.DRAINING, NodeStatus.MAINTENANCE)
+    )
+    for node in offline:
+        lifecycle.do_mark_unreachable(node.pk)
+    lifecycle.do_requeue_failed()
+    if placing.pending_instances(limit=1):
+        placing.do_place_pending()
+
+
+def simulated_workload(node: Node) -> dict[str, list[ProcessUsage]]:
+    """What our backends would use on each simulated GPU of ``node``: their claims."""
+    rows = GpuClaim.objects.filter(
+        gpu__node=node, instance__state__in=(S.STARTING, S.RUNNING, S.STOPPING)
+    ).values_list("gpu__uuid", "instance__server_pid", "claimed")
+    usage: dict[str, list[ProcessUsage]] = {}
+    for uuid, pid, claimed in rows:
+        if pid:
+            usage.setdefault(uuid, []).append(
+                ProcessUsage(pid=pid, memory_used=claimed, name="llama_cpp.server")
+            )
+    return usage
+
+
+__all__ = ["Supervisor", "adopt", "check_processes", "fleet_housekeeping", "state_dir"]

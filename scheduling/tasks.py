@@ -1,0 +1,156 @@
+"""Django-Q entry points of a node's worker: start an instance's backend, stop one.
+
+Thin: claim the row (``lifecycle``), run the process part (``backend``), record what
+happened. Safe to run twice: a second delivery finds the row no longer claimable.
+The backend is launched detached (``scheduling.runner``): it is never a child of
+this task, and the node's agent supervises it from then on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+
+from inventory.devices import DeviceSelectionError, cuda_visible_devices
+from scheduling import backend, lifecycle
+from scheduling.choices import InstanceState, PlacementKind
+from scheduling.models import Instance, InstanceRun
+
+logger = logging.getLogger("gpufleet.backends")
+HOST = "127.0.0.1"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def model_path(instance: Instance) -> str:
+    model = instance.deployment.model
+    if instance.model_file is not None:
+        return instance.model_file.path
+    return model.path
+
+
+def visible_devices(instance: Instance) -> str:
+    """UUIDs of the instance's GPUs in priority order; "" hides every GPU (CPU only)."""
+    gpus = [claim.gpu for claim in instance.claims.select_related("gpu").order_by("position")]
+    return cuda_visible_devices(gpus)
+
+
+def _taken_ports(instance: Instance) -> set[int]:
+    rows = Instance.objects.filter(node=instance.node, port__isnull=False).exclude(pk=instance.pk)
+    return {port for port in rows.values_list("port", flat=True) if port}
+
+
+def launch_spec(instance: Instance, run: InstanceRun, port: int) -> backend.LaunchSpec:
+    deployment = instance.deployment
+    cpu_only = instance.placement_kind == PlacementKind.CPU_ONLY
+    return backend.LaunchSpec(
+        instance_id=str(instance.pk),
+        model_path=Path(model_path(instance)),
+        host=HOST,
+        port=port,
+        n_ctx=deployment.n_ctx,
+        n_gpu_layers=0 if cpu_only else instance.n_gpu_layers,
+        tensor_split=tuple(instance.tensor_split) if instance.tensor_split else None,
+        main_gpu=0,
+        n_batch=2048,
+        n_ubatch=512,
+        flash_attn=deployment.flash_attn,
+        type_k=deployment.cache_type,
+        type_v=deployment.cache_type,
+        use_mmap=True,
+        served_name=deployment.served_name,
+        cuda_visible_devices=visible_devices(instance),
+        extra_options=deployment.options,
+        log_path=Path(run.log_path),
+        state_dir=state_dir(instance, run),
+    )
+
+
+def state_dir(instance: Instance, run: InstanceRun) -> Path:
+    return Path(settings.GPUFLEET_LOG_DIR) / "state" / f"{instance.pk}-run{run.number}"
+
+
+def start_instance(instance_id: str) -> str:
+    """Launch the backend of a scheduled instance and wait until it answers."""
+    claimed = lifecycle.do_claim_start(instance_id, worker_id())
+    if claimed is None:
+        return "not startable (not scheduled, or taken by another worker)"
+    instance, run = claimed
+    try:
+        launched = _launch(instance, run)
+    except (OSError, backend.LaunchError, DeviceSelectionError) as exc:
+        lifecycle.do_mark_failed(instance, f"Could not start the backend: {exc}")
+        return f"failed to launch: {exc}"
+    return _await_ready(instance, run, launched)
+
+
+def _launch(instance: Instance, run: InstanceRun) -> backend.Launched:
+    low, high = settings.GPUFLEET_BACKEND_PORTS
+    port = backend.free_port(low, high, _taken_ports(instance), HOST)
+    if port is None:
+        raise backend.LaunchError(f"no free port in {low}-{high} on this node")
+    spec = launch_spec(instance, run, port)
+    launched = backend.launch(spec)
+    if not lifecycle.do_record_launch(instance, port, launched.runner_pid, launched.server_pid):
+        backend.stop(launched.runner_pid, launched.server_pid, instance_id=str(instance.pk))
+        raise backend.LaunchError("the instance was stopped while it started")
+    return launched
+
+
+def _await_ready(instance: Instance, run: InstanceRun, launched: backend.Launched) -> str:
+    def alive() -> bool:
+        return backend.is_running(launched.server_pid, str(instance.pk))
+
+    assert instance.port is not None
+    timeout = settings.GPUFLEET_BACKEND_START_TIMEOUT
+    if backend.wait_ready(HOST, instance.port, timeout, alive):
+        measured = backend.measured_memory(backend.read_log(Path(run.log_path)))
+        lifecycle.do_mark_running(instance, measured)
+        return f"running on port {instance.port} (pid {launched.server_pid})"
+    instance.refresh_from_db()
+    if instance.state != InstanceState.STARTING:  # stopped by an operator meanwhile
+        return f"no longer starting ({instance.state})"
+    if alive():
+        backend.stop(launched.runner_pid, launched.server_pid, instance_id=str(instance.pk))
+        error = f"The backend did not answer within {timeout:.0f} s."
+    else:
+        error = "The backend exited while starting."
+    fail_from_exit(instance, run, error)
+    return f"failed: {error}"
+
+
+def fail_from_exit(instance: Instance, run: InstanceRun, error: str) -> None:
+    """Mark failed with the exit status and the last log lines of the run."""
+    status = backend.read_exit(state_dir(instance, run))
+    lines = "\n".join(backend.tail(Path(run.log_path), lines=40))
+    code = status.returncode if status else None
+    signal = (status.signal or "") if status else ""
+    if status is not None:
+        error += f" ({'signal ' + signal if signal else f'exit code {code}'})"
+    lifecycle.do_mark_failed(instance, error, exit_code=code, signal=signal, last_lines=lines)
+
+
+def stop_instance(instance_id: str) -> str:
+    """Stop a stopping instance's backend (SIGTERM, then SIGKILL) and release its claims."""
+    instance = Instance.objects.select_related("deployment").filter(pk=instance_id).first()
+    if instance is None or instance.state != InstanceState.STOPPING:
+        return "nothing to stop"
+    if instance.pid or instance.server_pid:
+        backend.stop(instance.pid or 0, instance.server_pid or 0, instance_id=str(instance.pk))
+    run = instance.current_run
+    status = backend.read_exit(state_dir(instance, run)) if run else None
+    code = status.returncode if status else None
+    lifecycle.do_mark_stopped(
+        instance, exit_code=code, signal=(status.signal or "") if status else ""
+    )
+    from scheduling.actions import on_instance_ended
+
+    on_instance_ended(instance)
+    return "stopped"
