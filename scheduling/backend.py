@@ -41,6 +41,9 @@ import psutil
 from models_app.estimator.harness import parse_log
 
 INSTANCE_ENV = "GPUFLEET_INSTANCE_ID"
+# The node whose agent owns the backend: several nodes may share a machine (a test run
+# beside a running gpufleet, simulated nodes), and one agent must not stop another's.
+NODE_ENV = "GPUFLEET_BACKEND_NODE"
 EXIT_FILE = "exit.json"
 PID_FILE = "pids.json"
 # ggml_type values of the KV cache types we allow (ggml.h: GGML_TYPE_F16, _Q8_0, _Q4_0)
@@ -107,6 +110,7 @@ class LaunchSpec:
     use_mmap: bool = True
     cuda_visible_devices: str | None = None
     extra_options: Mapping[str, str] = field(default_factory=dict)
+    node_name: str = ""  # the node whose agent supervises it
 
     def __post_init__(self) -> None:
         for name in ("type_k", "type_v"):
@@ -155,6 +159,7 @@ class Found:
     pid: int
     role: Role
     port: int | None
+    node: str = ""  # the owning node's name, as launched (empty: unknown)
 
 
 def _flag(value: bool) -> str:
@@ -208,6 +213,7 @@ def server_env(spec: LaunchSpec, env: Mapping[str, str] | None = None) -> dict[s
     if spec.cuda_visible_devices is not None:
         result["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
     result[INSTANCE_ENV] = spec.instance_id
+    result[NODE_ENV] = spec.node_name
     result["PYTHONUNBUFFERED"] = "1"  # the log shows what happened up to the last moment
     return result
 
@@ -355,8 +361,15 @@ def find_backends() -> list[Found]:
         except (psutil.Error, OSError):
             continue
         role, port = _role_and_port(cmdline)
-        found.append(Found(instance_id, process.pid, role, port))
+        found.append(Found(instance_id, process.pid, role, port, _node_of(process)))
     return found
+
+
+def _node_of(process: psutil.Process) -> str:
+    try:
+        return process.environ().get(NODE_ENV, "")
+    except (psutil.Error, OSError):
+        return ""
 
 
 def is_running(pid: int, instance_id: str) -> bool:

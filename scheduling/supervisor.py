@@ -65,6 +65,8 @@ def adopt(node: Node) -> None:
     """After an agent (re)start: keep what runs for our instances, stop the rest."""
     known = {str(i.pk): i for i in Instance.objects.filter(node=node, state__in=_WATCHED)}
     for process in backend.find_backends():
+        if process.node != node.name:
+            continue  # another node's backend on the same machine
         instance_id, pid = process.instance_id, process.pid
         instance = known.get(instance_id)
         if instance is None or pid not in (instance.pid, instance.server_pid):

@@ -17,6 +17,7 @@ from pathlib import Path
 from django.conf import settings
 
 from inventory.devices import DeviceSelectionError, cuda_visible_devices
+from models_app import actions as model_actions
 from scheduling import backend, lifecycle
 from scheduling.choices import InstanceState, PlacementKind
 from scheduling.models import Instance, InstanceRun
@@ -70,6 +71,7 @@ def launch_spec(instance: Instance, run: InstanceRun, port: int) -> backend.Laun
         extra_options=deployment.options,
         log_path=Path(run.log_path),
         state_dir=state_dir(instance, run),
+        node_name=instance.node.name if instance.node else "",
     )
 
 
@@ -112,7 +114,8 @@ def _await_ready(instance: Instance, run: InstanceRun, launched: backend.Launche
     timeout = settings.GPUFLEET_BACKEND_START_TIMEOUT
     if backend.wait_ready(HOST, instance.port, timeout, alive):
         measured = backend.measured_memory(backend.read_log(Path(run.log_path)))
-        lifecycle.do_mark_running(instance, measured)
+        if lifecycle.do_mark_running(instance, measured) and instance.model_file is not None:
+            model_actions.do_touch(instance.model_file)  # the storage page's "last used"
         return f"running on port {instance.port} (pid {launched.server_pid})"
     instance.refresh_from_db()
     if instance.state != InstanceState.STARTING:  # stopped by an operator meanwhile

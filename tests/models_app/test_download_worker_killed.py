@@ -38,6 +38,13 @@ print(do_request_download(model, node).pk.hex)
 """
 
 
+def settled(path: Path, quiet: float = 0.5) -> bool:
+    """The file has not grown for ``quiet`` seconds."""
+    size = path.stat().st_size
+    time.sleep(quiet)
+    return path.stat().st_size == size
+
+
 def environment(tmp_path: Path, hub: FakeHub) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -121,9 +128,14 @@ def test_a_download_whose_worker_was_killed_resumes_on_a_new_worker(tmp_path):
         first = start_worker(env, log)
         try:
             wait_until(lambda: row(tmp_path, copy_id)[1] >= 4 * MiB, 60, "no progress", log)
+            # Let the worker read what the kernel's socket buffers hold (megabytes on a
+            # busy machine): what it then loses is only what it had read but not written.
+            hub.faults.hold.set()
+            wait_until(lambda: settled(partial), 30, "the worker did not drain", log)
         finally:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
+        hub.faults.hold.clear()
         kept = partial.stat().st_size
         assert row(tmp_path, copy_id)[0] == "downloading" and kept < len(data)
 

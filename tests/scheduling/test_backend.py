@@ -394,7 +394,7 @@ def test_the_server_environment_drops_server_settings_and_marks_the_instance(
 ) -> None:
     base = {"PATH": "/usr/bin", "PORT": "5000", "host": "0.0.0.0", "N_CTX": "9", "HOME": "/h"}
 
-    hidden = backend.server_env(_spec(tmp_path, cuda_visible_devices=""), base)
+    hidden = backend.server_env(_spec(tmp_path, cuda_visible_devices="", node_name="gpu-a"), base)
     untouched = backend.server_env(_spec(tmp_path), {**base, "CUDA_VISIBLE_DEVICES": "1"})
 
     assert hidden == {
@@ -402,6 +402,7 @@ def test_the_server_environment_drops_server_settings_and_marks_the_instance(
         "HOME": "/h",
         "CUDA_VISIBLE_DEVICES": "",
         "GPUFLEET_INSTANCE_ID": "inst-1",
+        "GPUFLEET_BACKEND_NODE": "gpu-a",
         "PYTHONUNBUFFERED": "1",
     }
     assert untouched["CUDA_VISIBLE_DEVICES"] == "1"

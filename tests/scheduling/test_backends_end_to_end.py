@@ -67,21 +67,28 @@ def deployment(node, tmp_path: Path, queued, django_capture_on_commit_callbacks)
             backend.stop(*pids, timeout=5, instance_id=str(instance.pk))
 
 
+STRAY = "00000000-0000-0000-0000-000000000000"
+
+
 @pytest.fixture
-def stray(tmp_path: Path) -> Iterator[backend.Launched]:
-    """A backend process of an instance gpufleet does not know."""
+def strays(tmp_path: Path) -> Iterator[dict[str, backend.Launched]]:
+    """Backends of an instance gpufleet does not know: one marked as this node's, one as
+    another node's on the same machine."""
     (tmp_path / "stray").mkdir()
-    spec = backend.LaunchSpec(
-        instance_id="00000000-0000-0000-0000-000000000000",
-        model_path=tiny_model_file(tmp_path / "stray"),
-        port=backend.free_port(39500, 39600, set()) or 39599,
-        log_path=tmp_path / "stray.log",
-        state_dir=tmp_path / "stray-state",
-        n_ctx=256,
-    )
-    launched = backend.launch(spec)
+    model = tiny_model_file(tmp_path / "stray")
+    launched: dict[str, backend.Launched] = {}
+    taken: set[int] = set()
+    for node_name in ("node-e2e", "node-other"):
+        port = backend.free_port(39500, 39600, taken) or 39599
+        taken.add(port)
+        spec = backend.LaunchSpec(
+            instance_id=STRAY, model_path=model, port=port, n_ctx=256, node_name=node_name,
+            log_path=tmp_path / f"{node_name}.log", state_dir=tmp_path / f"{node_name}-state",
+        )  # fmt: skip
+        launched[node_name] = backend.launch(spec)
     yield launched
-    backend.stop(launched.runner_pid, launched.server_pid, timeout=5)
+    for process in launched.values():
+        backend.stop(process.runner_pid, process.server_pid, timeout=5)
 
 
 def _start(instance: Instance) -> Instance:
@@ -136,7 +143,7 @@ def test_a_backend_killed_with_sigkill_fails_and_is_restarted(
     assert isinstance(_complete(instance.port), str)
 
 
-def test_a_restarted_agent_adopts_running_backends_and_stops_unknown_ones(deployment, node, stray):
+def test_a_restarted_agent_adopts_running_backends_and_stops_unknown_ones(deployment, node, strays):
     instance = _start(deployment.instances.get())
     Instance.objects.filter(pk=instance.pk).update(state=S.UNREACHABLE)  # the node was lost
     Supervisor(node).tick(node)  # a new agent: adopts on its first tick
@@ -144,9 +151,8 @@ def test_a_restarted_agent_adopts_running_backends_and_stops_unknown_ones(deploy
     assert instance.state == S.RUNNING
     assert backend.is_running(instance.server_pid, str(instance.pk))
     assert isinstance(_complete(instance.port), str)
-    _wait_for(
-        lambda: not backend.is_running(stray.server_pid, "00000000-0000-0000-0000-000000000000")
-    )
+    _wait_for(lambda: not backend.is_running(strays["node-e2e"].server_pid, STRAY))
+    assert backend.is_running(strays["node-other"].server_pid, STRAY), "not this agent's"
 
 
 def test_stopping_a_running_deployment_stops_its_backend(

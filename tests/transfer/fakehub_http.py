@@ -194,6 +194,8 @@ class HubHandler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
 
     def _pace(self, sent: int, began: float) -> None:
+        while self.hub.faults.hold.is_set() and not self.hub.closing.is_set():
+            time.sleep(0.01)
         rate = self.hub.faults.rate
         if rate:
             delay = began + sent / rate - time.monotonic()
