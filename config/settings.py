@@ -159,7 +159,9 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
-    Q_CLUSTER["poll"] = 0.5
+    # How often workers look for new tasks in the ORM broker: a backend start or a download
+    # waits for it (Redis delivers at once). 10 small SELECTs a second on SQLite.
+    Q_CLUSTER["poll"] = 0.1
 
 # --- gpufleet -------------------------------------------------------------------------
 

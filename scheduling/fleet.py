@@ -94,7 +94,7 @@ class Fleet:
         if views is None:
             views = self._model_views(deployment.model)
             self._by_model[deployment.model_id] = views
-        spread = _replicas_by_node(deployment)
+        spread = _replicas_by_node(deployment) if deployment.policy == "spread" else {}
         if not spread:
             return list(views.values())
         return [
@@ -189,7 +189,10 @@ def run_settings(deployment: Deployment) -> RunSettings:
 
 
 def sizer_for(deployment: Deployment) -> EstimatorSizer:
-    facts = ModelFacts.from_dict(deployment.model.facts)
+    """The deployment's sizer; the model's facts are read here (a placement pass defers
+    them: one large JSON document per model, not per pending instance)."""
+    rows = CatalogModel.objects.filter(pk=deployment.model_id).values_list("facts", flat=True)
+    facts = ModelFacts.from_dict(rows.first() or {})
     return EstimatorSizer(
         facts, run_settings(deployment), margin_bytes=settings.GPUFLEET_PLACEMENT_MARGIN
     )

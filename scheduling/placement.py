@@ -273,6 +273,7 @@ def _gpu_label(gpu: GpuView, node: NodeView) -> str:
 # --- candidates ---------------------------------------------------------------------
 
 Slot = tuple[GpuView, int]  # a usable GPU and its free bytes
+Key = tuple[object, ...]  # a ranking key: smaller is better
 
 
 @dataclass(slots=True)
@@ -291,16 +292,26 @@ class _Candidate:
     _gpus: tuple[Slot, ...] | None = None
     _by_free: tuple[Slot, ...] | None = None
     _sorted_frees: list[int] | None = None
-    _single: dict[tuple[int, bool], int] | None = None
+    _single: dict[tuple[int, Policy], tuple[int, Key | None]] | None = None
 
-    def best_single(self, need: int, spread: bool) -> int:
-        """``_best_single`` of this node, remembered (a ``Memo`` keeps candidates)."""
+    def best_single(self, need: int, policy: Policy) -> tuple[int, Key | None]:
+        """This node's best GPU for one-GPU placement and its ranking key (None: no GPU
+        has room), remembered: a ``Memo`` keeps candidates across calls."""
         if self._single is None:
             self._single = {}
-        key = (need, spread)
-        if key not in self._single:
-            self._single[key] = _best_single(self.usable, self.frees, need, spread)
-        return self._single[key]
+        cache_key = (need, policy)
+        found = self._single.get(cache_key)
+        if found is None:
+            spread = policy is Policy.SPREAD
+            position = _best_single(self.usable, self.frees, need, spread)
+            key: Key | None = None
+            if position >= 0:
+                gpu, node = self.usable[position], self.node
+                left = self.frees[position] - need
+                by_policy = (node.replicas_here, -left) if spread else (left,)
+                key = (self.rank, -gpu.priority, *by_policy, node.name, node.id, gpu.index)
+            found = self._single[cache_key] = (position, key)
+        return found
 
     @property
     def gpus(self) -> tuple[Slot, ...]:
@@ -471,7 +482,6 @@ def _candidates(
 
 # --- the search ---------------------------------------------------------------------
 
-Key = tuple[object, ...]
 Option = tuple[Key, _Candidate, tuple[Slot, ...], Fit]
 
 
@@ -571,16 +581,13 @@ class _Search:
         """The best (candidate, GPU position) for one GPU; keys are built per node only."""
         need = self.need
         assert need is not None
-        spread = self.request.policy is Policy.SPREAD
+        policy = self.request.policy
         best: tuple[_Candidate, int] | None = None
         best_key: Key | None = None
         for candidate in self.candidates:
-            position = candidate.best_single(need, spread)
-            if position < 0 or id(candidate) in failed:
+            position, key = candidate.best_single(need, policy)
+            if key is None or id(candidate) in failed:
                 continue
-            gpu, node = candidate.usable[position], candidate.node
-            policy = _policy_key(self.request, node, candidate.frees[position] - need)
-            key = (candidate.rank, -gpu.priority, *policy, node.name, node.id, gpu.index)
             if best_key is None or key < best_key:
                 best, best_key = (candidate, position), key
         return best

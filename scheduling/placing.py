@@ -51,6 +51,7 @@ def pending_instances(limit: int | None = None) -> list[Instance]:
         Instance.objects.filter(state=InstanceState.PENDING, deployment__desired_state="running")
         .filter(due)
         .select_related("deployment", "deployment__model")
+        .defer("deployment__model__facts")
         .prefetch_related("deployment__only_gpus", "deployment__exclude_gpus")
         .order_by("-deployment__priority", "created_at")
     )
