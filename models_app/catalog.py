@@ -10,16 +10,20 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from django.db import IntegrityError, transaction
 from huggingface_hub import get_token
 
+from inventory.models import Node
 from models_app import estimating
+from models_app.actions import storage_roots
 from models_app.choices import SourceKind
 from models_app.estimating import EstimateInputError, ModelSource
 from models_app.gguf import ModelFacts
+from models_app.gguf.split import shard_locations
 from models_app.models import CatalogModel
 from models_app.transfer import (
     GgufModel,
@@ -153,11 +157,58 @@ def add_url_model(
     return _save(entry, files, facts, user)
 
 
+def add_path_model(node: Node, path: str, user: Any = None, display_name: str = "") -> CatalogModel:
+    """Add a model already on a node's disk (every shard of a split one), inside one of
+    that node's storage roots. Its header is read now, so the file must be readable
+    from this process too (this machine, or storage the node shares with it)."""
+    path = posixpath.normpath(path.strip()) if path.strip() else ""
+    if not path:
+        raise CatalogError(REQUIRED, "path")
+    if not posixpath.isabs(path) or not path.lower().endswith(".gguf"):
+        raise CatalogError("Give the absolute path of a .gguf file on the node.", "path")
+    roots = storage_roots(node)
+    if not any(path.startswith(root.rstrip("/") + "/") for root in roots):
+        shown = ", ".join(roots) or "none reported"
+        raise CatalogError(
+            f"The file must lie inside a storage root of {node.name} ({shown}).", "path"
+        )
+    shards = _local_shards(path)
+    facts = _facts(ModelSource(path=shards[0]))
+    files = [
+        {"name": Path(shard).name, "size": Path(shard).stat().st_size, "sha256": ""}
+        for shard in shards
+    ]
+    entry = CatalogModel(
+        display_name=display_name.strip() or Path(shards[0]).name.removesuffix(".gguf"),
+        source_kind=SourceKind.PATH,
+        path=shards[0],
+        path_node=node,
+    )
+    return _save(entry, files, facts, user)
+
+
+def _local_shards(path: str) -> list[str]:
+    """The model's shard paths (one for a single file), each checked to be readable here
+    and inside a storage root once symlinks are resolved."""
+    shards = shard_locations(path)
+    try:
+        for shard in shards:
+            estimating.inside_storage_root(shard)
+    except EstimateInputError as error:
+        raise CatalogError(
+            f"{error.message} (the header is read before the model is saved, so the file "
+            "must be readable from the web process)",
+            "path",
+        ) from error
+    return shards
+
+
 def _facts(source: ModelSource) -> ModelFacts:
     try:
         return estimating.load_facts(source)
     except EstimateInputError as error:
-        raise CatalogError(error.message, "hf_file" if source.hf_repo else "url") from error
+        field = "path" if source.path else "hf_file" if source.hf_repo else "url"
+        raise CatalogError(error.message, field) from error
 
 
 def _display_name(repo_id: str, name: str) -> str:
@@ -194,5 +245,9 @@ def _same_source(entry: CatalogModel) -> CatalogModel | None:
             hf_repo=entry.hf_repo,
             hf_filename=entry.hf_filename,
             revision=entry.revision,
+        ).first()
+    if entry.source_kind == SourceKind.PATH:
+        return CatalogModel.objects.filter(
+            source_kind=SourceKind.PATH, path_node=entry.path_node, path=entry.path
         ).first()
     return CatalogModel.objects.filter(source_kind=entry.source_kind, url=entry.url).first()

@@ -130,6 +130,45 @@ def _delete_if_done(deployment_id: Any) -> None:
         deployment.delete()
 
 
+UPDATABLE = frozenset(
+    [
+        "n_ctx",
+        "cache_type",
+        "flash_attn",
+        "policy",
+        "node_labels",
+        "priority",
+        "allow_cpu_offload",
+        "allow_multi_gpu",
+        "extra_options",
+    ]
+)
+
+
+def do_update_deployment(
+    deployment: Deployment,
+    changes: dict[str, Any],
+    only_gpus: Iterable[Gpu] | None = None,
+    exclude_gpus: Iterable[Gpu] | None = None,
+) -> Deployment:
+    """Change settings, all checked first; pending instances are placed with them."""
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise ValidationError({name: "This setting cannot be changed." for name in unknown})
+    for name, value in changes.items():
+        setattr(deployment, name, value)
+    only = list(deployment.only_gpus.all()) if only_gpus is None else list(only_gpus)
+    exclude = list(deployment.exclude_gpus.all()) if exclude_gpus is None else list(exclude_gpus)
+    validate(deployment, only, exclude)
+    with transaction.atomic():
+        deployment.save(update_fields=sorted(changes) or None)
+        deployment.only_gpus.set(only)
+        deployment.exclude_gpus.set(exclude)
+        placing.run_pass_after_commit(f"{deployment} changed")
+        events.deployment_changed(deployment)
+    return deployment
+
+
 def do_scale(deployment: Deployment, replicas: int) -> Deployment:
     deployment.replicas = replicas
     deployment.full_clean(exclude=["only_gpus", "exclude_gpus"])

@@ -14,6 +14,7 @@ from ninja.errors import ValidationError as InputError
 from pydantic import ConfigDict
 
 from inventory.access import can_operate
+from inventory.models import Node
 from models_app import catalog
 from models_app.api.schemas import (
     CatalogModelDetailOut,
@@ -28,16 +29,19 @@ ERRORS: dict[int | str, Any] = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut}
 
 
 class AddModelIn(Schema):
-    """A hub file (``hf_repo`` + ``hf_file``, any shard of a split model) or a ``url``."""
+    """A hub file (``hf_repo`` + ``hf_file``, any shard of a split model), a ``url``, or a
+    ``path`` already on a ``node`` (inside one of its storage roots)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["hf", "url"]
+    source: Literal["hf", "url", "path"]
     hf_repo: str = Field("", max_length=200, description="e.g. Qwen/Qwen2.5-7B-Instruct-GGUF")
     hf_file: str = Field("", max_length=500)
     revision: str = Field("main", max_length=200)
     url: str = Field("", max_length=2000)
     sha256: str = Field("", max_length=64, description="for a URL: checked after download")
+    node: str = Field("", max_length=200, description="for a path: the node's id or name")
+    path: str = Field("", max_length=4096, description="for a path: the .gguf file on the node")
     display_name: str = Field("", max_length=200)
 
 
@@ -77,6 +81,14 @@ def catalog_failure(error: catalog.CatalogError, loc: tuple[str, ...] = ()) -> A
     raise HttpError(error.status, error.message)
 
 
+def _node(ref: str) -> Node:
+    if not ref.strip():
+        raise InputError([{"loc": ("body", "payload", "node"), "msg": "This field is required."}])
+    from models_app.api.downloads import get_node
+
+    return get_node(ref.strip())
+
+
 @router.get("/models", response={200: list[CatalogModelOut], 401: ErrorOut}, summary="The catalog")
 def list_models(request: HttpRequest) -> QuerySet[CatalogModel]:
     return CatalogModel.objects.all()
@@ -108,8 +120,12 @@ def add_model(request: HttpRequest, payload: AddModelIn) -> Any:
             model = catalog.add_hf_model(
                 payload.hf_repo, payload.hf_file, payload.revision, user, payload.display_name
             )
-        else:
+        elif payload.source == "url":
             model = catalog.add_url_model(payload.url, user, payload.display_name, payload.sha256)
+        else:
+            model = catalog.add_path_model(
+                _node(payload.node), payload.path, user, payload.display_name
+            )
     except catalog.CatalogError as error:
         return catalog_failure(error)
     return Status(201, model)

@@ -15,7 +15,13 @@ from inventory.models import Gpu
 from models_app.api.catalog import get_model, require_operator
 from models_app.api.schemas import ErrorOut
 from scheduling import actions
-from scheduling.api.schemas import DeploymentIn, DeploymentOut, PreviewOut, ScaleIn
+from scheduling.api.schemas import (
+    DeploymentIn,
+    DeploymentOut,
+    DeploymentPatch,
+    PreviewOut,
+    ScaleIn,
+)
 from scheduling.choices import DesiredState
 from scheduling.models import Deployment
 from scheduling.presenters import deployment_data, placement_data
@@ -96,6 +102,27 @@ def list_deployments(request: HttpRequest) -> list[dict[str, Any]]:
     summary="One deployment with its live instances",
 )
 def deployment_detail(request: HttpRequest, deployment_id: UUID) -> dict[str, Any]:
+    return deployment_data(get_deployment(deployment_id))
+
+
+@router.patch(
+    "/deployments/{uuid:deployment_id}",
+    response={200: DeploymentOut, 409: ErrorOut, 422: Any, **ERRORS},
+    summary="Change settings (operators); instances started from now on use them",
+    description="Checked like a new deployment (422 with the field named, nothing changed). "
+    "Running instances keep the settings they started with until restarted (stop, start).",
+)
+def update(request: HttpRequest, deployment_id: UUID, payload: DeploymentPatch) -> Any:
+    require_operator(request, "change deployments")
+    deployment = _changeable(deployment_id)
+    changes = payload.dict(exclude_unset=True)
+    only = _gpus(changes.pop("only_gpus") or [], "only_gpus") if "only_gpus" in changes else None
+    exclude = (
+        _gpus(changes.pop("exclude_gpus") or [], "exclude_gpus")
+        if "exclude_gpus" in changes
+        else None
+    )
+    actions.do_update_deployment(deployment, changes, only, exclude)
     return deployment_data(get_deployment(deployment_id))
 
 

@@ -36,6 +36,25 @@ class DeploymentIn(Schema):
     )
 
 
+class DeploymentPatch(Schema):
+    """Settings to change; left out: unchanged. Running instances keep the settings they
+    started with until they are restarted (stop, then start)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_ctx: int | None = Field(None, ge=256, le=10_000_000)
+    cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
+    flash_attn: bool | None = None
+    policy: Literal["binpack", "spread"] | None = None
+    node_labels: dict[str, str] | None = None
+    only_gpus: list[UUID] | None = None
+    exclude_gpus: list[UUID] | None = None
+    priority: int | None = Field(None, ge=0, le=100)
+    allow_cpu_offload: bool | None = None
+    allow_multi_gpu: bool | None = None
+    extra_options: dict[str, OptionValue] | None = None
+
+
 class ScaleIn(Schema):
     model_config = ConfigDict(extra="forbid")
 

@@ -238,3 +238,46 @@ def test_a_model_with_copies_on_nodes_is_not_removed(operator_client, state):
     assert response.status_code == 409
     assert "1 copies" in response.json()["detail"]
     assert CatalogModel.objects.filter(pk=copy.model.pk).exists()
+
+
+# -- a path already on a node ------------------------------------------------------------
+
+
+@pytest.fixture
+def local_node(storage_root):
+    return NodeFactory(name="local", disk_free={str(storage_root): 100 * GIB})
+
+
+def test_a_model_on_a_nodes_disk_is_added_with_its_facts(operator_client, local_node, tiny_model):
+    body = {"source": "path", "node": "local", "path": str(tiny_model)}
+    status, added = post(operator_client, body)
+    assert status == 201, added
+    assert (added["source_kind"], added["architecture"]) == ("path", "llama")
+    assert added["files"] == [
+        {"name": tiny_model.name, "size": tiny_model.stat().st_size, "sha256": ""}
+    ]
+    status, again = post(operator_client, body)
+    assert status == 409 and again["existing_id"] == added["id"]
+
+
+def test_a_path_outside_the_nodes_storage_roots_is_refused(operator_client, local_node, tmp_path):
+    outside = tmp_path / "elsewhere.gguf"
+    outside.write_bytes(b"GGUF")
+    status, body = post(operator_client, {"source": "path", "node": "local", "path": str(outside)})
+    assert status == 422 and "storage root of local" in fields(body)["path"]
+    sneaky = f"{local_node.disk_free and next(iter(local_node.disk_free))}/../elsewhere.gguf"
+    status, body = post(operator_client, {"source": "path", "node": "local", "path": sneaky})
+    assert status == 422 and "path" in fields(body)
+    assert not CatalogModel.objects.exists()
+
+
+def test_a_path_model_needs_a_known_node_and_a_file_readable_here(operator_client, storage_root):
+    status, body = post(operator_client, {"source": "path", "node": "nope", "path": "/x.gguf"})
+    assert status == 404
+    status, body = post(operator_client, {"source": "path", "path": "/x.gguf"})
+    assert status == 422 and "node" in fields(body)
+    NodeFactory(name="far", disk_free={"/srv/far": 100 * GIB})  # another machine's disk
+    body = {"source": "path", "node": "far", "path": "/srv/far/model.gguf"}
+    status, body = post(operator_client, body)
+    assert status == 422 and "readable from the web process" in fields(body)["path"]
+    assert not CatalogModel.objects.exists()

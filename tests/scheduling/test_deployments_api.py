@@ -1,0 +1,168 @@
+"""/api/v1/deployments and /api/v1/instances: who may do what, bad input with the field
+named and nothing written, and every operation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from models_app.choices import DownloadState
+from scheduling.models import Deployment, Instance, InstanceRun
+from tests.factories import ModelFileFactory
+
+URL = "/api/v1/deployments"
+pytestmark = pytest.mark.django_db
+
+
+def call(client: Client, method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body) if body is not None else None
+    response = getattr(client, method)(url, data, content_type="application/json")
+    return response.status_code, (response.json() if response.content else {})
+
+
+def fields(body: dict) -> dict[str, str]:
+    return {error["field"]: error["message"] for error in body["errors"]}
+
+
+@pytest.fixture
+def ready(fleet, model_7b):
+    ModelFileFactory(model=model_7b, node=fleet["a"], state=DownloadState.READY)
+    return model_7b
+
+
+@pytest.fixture
+def created(operator_client, ready, queued, django_capture_on_commit_callbacks) -> dict:
+    with django_capture_on_commit_callbacks(execute=True):
+        status, body = call(
+            operator_client, "post", URL, {"model_id": str(ready.pk), "served_name": "seven"}
+        )
+    assert status == 201, body
+    return body
+
+
+def test_anonymous_calls_get_401_and_viewers_cannot_change_anything(
+    anon_client, viewer_client, ready
+):
+    assert call(anon_client, "get", URL)[0] == 401
+    body = {"model_id": str(ready.pk), "served_name": "x"}
+    status, answer = call(viewer_client, "post", URL, body)
+    assert status == 403 and "operators" in answer["detail"]
+    assert call(viewer_client, "get", URL)[0] == 200
+    assert not Deployment.objects.exists()
+
+
+def test_a_deployment_is_created_and_placed_at_once(operator_client, created, fleet):
+    # placement runs after commit (here: after the test's capture), so ask again
+    status, detail = call(operator_client, "get", f"{URL}/{created['id']}")
+    assert status == 200
+    (instance,) = detail["instances"]
+    assert instance["state"] == "scheduled" and instance["node"] == "node-a"
+    assert instance["claims"][0]["claimed"] > 6 * 1024**3  # 7B at Q8_0, 4k context
+    assert instance["estimated"]["CUDA0"] == instance["claims"][0]["estimated"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"n_ctx": 65536}, "n_ctx"),
+        ({"extra_options": {"model": "/etc/passwd"}}, "extra_options"),
+        ({"extra_options": {"n_threads": "many"}}, "extra_options"),
+        ({"replicas": -1}, "replicas"),
+        ({"cache_type": "q8_0"}, "cache_type"),
+        ({"node_labels": {"zone": "mars"}}, "node_labels"),
+        ({"only_gpus": ["00000000-0000-0000-0000-000000000000"]}, "only_gpus"),
+        ({"parallel": 4}, "parallel"),
+        ({"served_name": "has space"}, "served_name"),
+        ({"policy": "random"}, "policy"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_field_named_and_nothing_written(
+    operator_client, ready, extra, field
+):
+    body = {"model_id": str(ready.pk), "served_name": "seven", **extra}
+    status, answer = call(operator_client, "post", URL, body)
+    assert status == 422, answer
+    assert field in fields(answer), answer
+    assert not Deployment.objects.exists() and not Instance.objects.exists()
+
+
+def test_an_unknown_model_is_404_and_a_taken_name_409(operator_client, created, ready):
+    missing = {"model_id": "00000000-0000-0000-0000-000000000000", "served_name": "y"}
+    assert call(operator_client, "post", URL, missing)[0] == 404
+    status, answer = call(
+        operator_client, "post", URL, {"model_id": str(ready.pk), "served_name": "seven"}
+    )
+    assert status == 409 and "seven" in answer["detail"]
+    assert Deployment.objects.count() == 1
+
+
+def test_a_dry_run_shows_where_it_would_go_and_claims_nothing(operator_client, ready, fleet):
+    body = {"model_id": str(ready.pk), "served_name": "dry", "n_ctx": 8192}
+    status, answer = call(operator_client, "post", f"{URL}/preview", body)
+    assert status == 200 and answer["fits"] is True
+    assert answer["placement"]["node"] == "node-a" and not answer["placement"]["needs_download"]
+    small = fleet["gpus"][2]
+    small.memory_used = 20 * 1024**3  # someone else's processes
+    small.save()
+    tight = {**body, "only_gpus": [str(small.pk)]}
+    status, answer = call(operator_client, "post", f"{URL}/preview", tight)
+    assert status == 200 and answer["fits"] is False
+    assert any("GPU 0 on node-b: needs" in line for line in answer["reasons"])
+    assert not Deployment.objects.exists()
+
+
+def test_scale_stop_start_and_delete(
+    operator_client, created, queued, django_capture_on_commit_callbacks
+):
+    url = f"{URL}/{created['id']}"
+    with django_capture_on_commit_callbacks(execute=True):
+        status, body = call(operator_client, "post", f"{url}/scale", {"replicas": 3})
+    assert status == 200 and len(body["instances"]) == 3
+    with django_capture_on_commit_callbacks(execute=True):
+        status, body = call(operator_client, "post", f"{url}/stop")
+    assert status == 200 and body["desired_state"] == "stopped" and body["instances"] == []
+    with django_capture_on_commit_callbacks(execute=True):
+        status, body = call(operator_client, "post", f"{url}/start")
+    assert status == 200 and len(body["instances"]) == 3
+    with django_capture_on_commit_callbacks(execute=True):
+        status, body = call(operator_client, "delete", url)
+    assert status == 202
+    assert call(operator_client, "get", url)[0] == 404
+    status, body = call(operator_client, "post", f"{url}/scale", {"replicas": -2})
+    assert status == 422 or status == 404
+
+
+def test_settings_can_be_changed_and_bad_changes_change_nothing(operator_client, created):
+    url = f"{URL}/{created['id']}"
+    status, body = call(operator_client, "patch", url, {"priority": 90, "n_ctx": 8192})
+    assert status == 200 and (body["priority"], body["n_ctx"]) == (90, 8192)
+    status, body = call(operator_client, "patch", url, {"priority": 10, "n_ctx": 10**6})
+    assert status == 422 and "n_ctx" in fields(body)
+    status, body = call(operator_client, "patch", url, {"served_name": "other"})
+    assert status == 422
+    deployment = Deployment.objects.get(pk=created["id"])
+    assert (deployment.priority, deployment.n_ctx, deployment.served_name) == (90, 8192, "seven")
+
+
+def test_instances_runs_and_logs(operator_client, created, tmp_path):
+    instance_id = created["instances"][0]["id"]
+    status, rows = call(operator_client, "get", f"{URL}/{created['id']}/instances")
+    assert status == 200 and [row["id"] for row in rows] == [instance_id]
+    log = tmp_path / "run.log"
+    log.write_text("".join(f"line {n}\n" for n in range(300)))
+    instance = Instance.objects.get(pk=instance_id)
+    InstanceRun.objects.create(
+        instance=instance, number=1, log_path=str(log), exit_code=1, ended_at=timezone.now()
+    )
+    status, body = call(operator_client, "get", f"/api/v1/instances/{instance_id}/logs?lines=3")
+    assert status == 200 and body["lines"] == ["line 297", "line 298", "line 299"]
+    status, runs = call(operator_client, "get", f"/api/v1/instances/{instance_id}/runs")
+    assert status == 200 and runs[0]["outcome"] == "exit code 1"
+    assert call(operator_client, "get", f"/api/v1/instances/{instance_id}/logs?run=9")[0] == 404
+    assert (
+        call(operator_client, "get", "/api/v1/instances/00000000-0000-0000-0000-000000000000")[0]
+        == 404
+    )
