@@ -61,6 +61,21 @@ def send(kind: EventKind, **fields: Any) -> None:
     transaction.on_commit(lambda: deliver(event))
 
 
+def send_many(kind: EventKind, many: list[dict[str, Any]]) -> None:
+    """Several events of one kind after commit, written in one go (a placement pass)."""
+    batch = [make_event(kind, **fields) for fields in many]
+    if batch:
+        transaction.on_commit(lambda: deliver_many(batch))
+
+
+def deliver_many(batch: list[Event]) -> None:
+    if settings.REDIS_URL:
+        for event in batch:
+            deliver(event)
+    else:
+        LiveEvent.objects.bulk_create([LiveEvent(payload=event) for event in batch])
+
+
 def deliver(event: Event) -> None:
     if settings.REDIS_URL:
         layer = get_channel_layer()

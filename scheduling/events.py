@@ -6,13 +6,21 @@ from inventory import events
 from scheduling.models import Deployment, Instance
 
 
+def _fields(instance: Instance) -> dict[str, str]:
+    return {
+        "instance_id": str(instance.pk),
+        "deployment_id": str(instance.deployment_id),
+        "node_id": str(instance.node_id or ""),
+    }
+
+
 def instance_changed(instance: Instance) -> None:
-    events.send(
-        "instance.changed",
-        instance_id=str(instance.pk),
-        deployment_id=str(instance.deployment_id),
-        node_id=str(instance.node_id or ""),
-    )
+    events.send("instance.changed", **_fields(instance))
+
+
+def instances_changed(instances: list[Instance]) -> None:
+    """One ``instance.changed`` per instance, written together (a placement pass)."""
+    events.send_many("instance.changed", [_fields(instance) for instance in instances])
 
 
 def deployment_changed(deployment: Deployment) -> None:

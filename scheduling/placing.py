@@ -58,6 +58,30 @@ def pending_instances(limit: int | None = None) -> list[Instance]:
     return list(rows[:limit] if limit else rows)
 
 
+@dataclass
+class _Writes:
+    """What a pass writes, in a few statements at its end instead of per instance."""
+
+    claims: list[GpuClaim]
+    placed: list[Instance]
+    refused: list[Instance]
+
+    def flush(self) -> None:
+        now = timezone.now()
+        for instance in (*self.placed, *self.refused):
+            instance.updated_at = now
+        GpuClaim.objects.bulk_create(self.claims, batch_size=500)
+        Instance.objects.bulk_update(self.placed, PLACED_FIELDS, batch_size=500)
+        Instance.objects.bulk_update(self.refused, ["reason", "updated_at"], batch_size=500)
+        events.instances_changed([*self.placed, *self.refused])
+
+
+PLACED_FIELDS = [
+    "state", "node_id", "placement_kind", "n_gpu_layers", "tensor_split", "host_bytes",
+    "estimated", "measured", "reason", "next_attempt_at", "updated_at",
+]  # fmt: skip
+
+
 def do_place_pending(limit: int | None = None) -> PassResult:
     """Place every pending instance that can be placed now; the others keep a reason."""
     result = PassResult([], [])
@@ -69,9 +93,11 @@ def do_place_pending(limit: int | None = None) -> PassResult:
         fleet = Fleet.load()
         sizers: dict[str, EstimatorSizer] = {}
         memos: dict[tuple[object, str], Memo] = {}
+        writes = _Writes([], [], [])
         for instance in instances:
-            outcome = _place_one(fleet, instance, sizers, memos)
+            outcome = _place_one(fleet, instance, sizers, memos, writes)
             (result.placed if isinstance(outcome, Placement) else result.refused).append(instance)
+        writes.flush()
     for instance in result.placed:
         transaction.on_commit(partial(_after_placed, instance))
     return result
@@ -82,6 +108,7 @@ def _place_one(
     instance: Instance,
     sizers: dict[str, EstimatorSizer],
     memos: dict[tuple[object, str], Memo],
+    writes: _Writes,
 ) -> Placement | Refusal:
     deployment = instance.deployment
     key = sizer_key(deployment)
@@ -95,9 +122,11 @@ def _place_one(
         logger.exception("placing %s failed", instance)
         outcome = Refusal((f"Cannot estimate this model's memory: {exc}",))
     if isinstance(outcome, Refusal):
-        _record_refusal(instance, outcome)
+        if _refusal_reason(instance, outcome):
+            writes.refused.append(instance)
         return outcome
-    write_claims(instance, outcome)
+    writes.claims.extend(stage_placement(instance, outcome))
+    writes.placed.append(instance)
     fleet.claim(outcome)
     return outcome
 
@@ -107,42 +136,34 @@ def sizer_key(deployment: Deployment) -> str:
     return f"{deployment.model_id}:{run_settings(deployment)!r}"
 
 
-def _record_refusal(instance: Instance, refusal: Refusal) -> None:
+def _refusal_reason(instance: Instance, refusal: Refusal) -> bool:
+    """Set the instance's reason from a refusal; True when it changed."""
     lines = list(refusal.reasons[:MAX_REASONS_SHOWN])
     if len(refusal.reasons) > MAX_REASONS_SHOWN:
         lines.append(f"… and {len(refusal.reasons) - MAX_REASONS_SHOWN} more")
     reason = "No room for it: " + "; ".join(lines) if lines else "No node can take it."
-    if reason != instance.reason:
-        Instance.objects.filter(pk=instance.pk).update(reason=reason)
-        instance.reason = reason
-        events.instance_changed(instance)
+    changed = reason != instance.reason
+    instance.reason = reason
+    return changed
 
 
-def write_claims(instance: Instance, placement: Placement) -> None:
-    """Claims for a placement, and the instance moved to scheduled."""
+def stage_placement(instance: Instance, placement: Placement) -> list[GpuClaim]:
+    """The instance moved to scheduled (fields set, not saved) and its claims (not saved)."""
     pairs = list(zip(placement.gpu_ids, placement.gpu_bytes, strict=True))
-    GpuClaim.objects.bulk_create(
-        GpuClaim(instance=instance, gpu_id=gpu_id, position=position, estimated=size, claimed=size)
-        for position, (gpu_id, size) in enumerate(pairs)
-    )
     estimated = {f"CUDA{position}": size for position, (_, size) in enumerate(pairs)}
     estimated["CPU"] = placement.host_bytes
-    fields = {
-        "state": InstanceState.SCHEDULED,
-        "node_id": placement.node_id,
-        "placement_kind": placement.kind.value,
-        "n_gpu_layers": placement.n_gpu_layers,
-        "tensor_split": list(placement.tensor_split) if placement.tensor_split else None,
-        "host_bytes": placement.host_bytes,
-        "estimated": estimated,
-        "measured": {},
-        "reason": "",
-        "next_attempt_at": None,
-    }
-    Instance.objects.filter(pk=instance.pk).update(**fields)
-    for name, value in fields.items():
-        setattr(instance, name, value)
-    events.instance_changed(instance)
+    instance.state = InstanceState.SCHEDULED
+    instance.node_id = placement.node_id
+    instance.placement_kind = placement.kind.value
+    instance.n_gpu_layers = placement.n_gpu_layers
+    instance.tensor_split = list(placement.tensor_split) if placement.tensor_split else None
+    instance.host_bytes = placement.host_bytes
+    instance.estimated, instance.measured = estimated, {}
+    instance.reason, instance.next_attempt_at = "", None
+    return [
+        GpuClaim(instance=instance, gpu_id=gpu_id, position=position, estimated=size, claimed=size)
+        for position, (gpu_id, size) in enumerate(pairs)
+    ]
 
 
 def _after_placed(instance: Instance) -> None:
