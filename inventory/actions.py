@@ -98,6 +98,7 @@ def do_heartbeat(node: Node, facts: HostFacts | None = None) -> Node:
             "ram_total": facts.ram_total,
             "ram_available": facts.ram_available,
             "disk_free": facts.disk_free,
+            "storage_roots": list(facts.disk_free),
         }
     Node.objects.filter(pk=node.pk).update(**update)
     node.refresh_from_db()

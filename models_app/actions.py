@@ -45,7 +45,7 @@ def _changed(copy: ModelFile) -> None:
 def storage_roots(node: Node) -> list[str]:
     """The node's storage roots, as its agent reports them (this node: the settings),
     normalised as copies record them (``/srv/models/`` → ``/srv/models``)."""
-    roots = list(node.disk_free)
+    roots = list(node.storage_roots or node.disk_free)
     if not roots and node.name == settings.NODE_NAME:
         roots = list(settings.GPUFLEET_STORAGE_ROOTS)
     return list(dict.fromkeys(posixpath.normpath(root) for root in roots))

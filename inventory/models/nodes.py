@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -39,6 +40,12 @@ class Node(models.Model):
     ram_total = models.PositiveBigIntegerField(default=0, help_text="bytes")
     ram_available = models.PositiveBigIntegerField(default=0, help_text="bytes")
     disk_free = models.JSONField(default=dict, blank=True, help_text="storage root → bytes free")
+    storage_roots = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="the storage roots in the agent's order (the first is the default); "
+        "disk_free's keys cannot keep it: PostgreSQL's jsonb sorts them",
+    )
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     agent_version = models.CharField(max_length=32, blank=True)
     probe_message = models.CharField(max_length=255, blank=True)
@@ -49,6 +56,15 @@ class Node(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        roots = [r for r in self.storage_roots or [] if r in self.disk_free]
+        roots += [r for r in self.disk_free if r not in roots]
+        if roots != self.storage_roots:  # rows written without an agent (admin, tests)
+            self.storage_roots = roots
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "storage_roots"}
+        super().save(*args, **kwargs)
 
     def clean(self) -> None:
         if not isinstance(self.labels, dict) or not all(

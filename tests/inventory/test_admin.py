@@ -148,12 +148,13 @@ def test_api_token_digest_cannot_be_changed_in_admin(admin_client, fleet):
 
 def test_maintenance_window_in_admin_must_end_after_it_starts(admin_client, node):
     start = timezone.localtime() + timedelta(days=1)
+    end = start - timedelta(hours=1)  # its own date: shortly after midnight it is the day before
     data = {
         "node": str(node.pk),
         "starts_at_0": start.strftime("%Y-%m-%d"),
         "starts_at_1": start.strftime("%H:%M:%S"),
-        "ends_at_0": start.strftime("%Y-%m-%d"),
-        "ends_at_1": (start - timedelta(hours=1)).strftime("%H:%M:%S"),
+        "ends_at_0": end.strftime("%Y-%m-%d"),
+        "ends_at_1": end.strftime("%H:%M:%S"),
         "message": "oops",
     }
     response = admin_client.post(reverse("admin:inventory_maintenancewindow_add"), data)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -12,6 +11,8 @@ from typing import Any
 import pytest
 
 from scheduling.placement import (
+    MULTI_CALLS,
+    PARTIAL_TRIES,
     REASON_LIMIT,
     Fit,
     GpuView,
@@ -472,14 +473,15 @@ def test_a_model_that_fits_nowhere_is_refused_after_every_attempt() -> None:
     [Request(), Request(allow_multi_gpu=True), Request(allow_cpu_offload=True)],
     ids=["single", "multi", "partial"],
 )
-def test_a_large_fleet_places_quickly(request_: Request) -> None:
+def test_a_large_fleet_asks_the_sizer_a_bounded_number_of_questions(request_: Request) -> None:
+    # Timings are in bench/placement; here: the work does not grow with the fleet.
     free = 9.0 if request_ != Request() else 30.0
     nodes = [node(f"n{i:04}", *[free - j * 0.5 for j in range(8)]) for i in range(1000)]
-    started = time.perf_counter()
-    result = place(nodes, request_, LinearSizer())
-    elapsed = time.perf_counter() - started
+    sizer = LinearSizer()
+    result = place(nodes, request_, sizer)
     assert isinstance(result, Placement)
-    assert elapsed < 0.5  # ~10 ms on a quiet machine; generous for shared CI cores
+    assert sizer.calls["single_gpu_need"] == 1
+    assert sum(sizer.calls.values()) <= 1 + MULTI_CALLS + PARTIAL_TRIES
 
 
 # --- a memo across calls ------------------------------------------------------------
