@@ -67,3 +67,13 @@ def test_an_instance_using_more_than_its_estimate_plus_the_margin_warns(card, se
     over.instance.delete()
     oom.check_node(card.node)
     assert not active(AlertKind.ESTIMATE_EXCEEDED)
+
+
+def test_the_gpu_page_shows_claims_by_instance_and_the_oom_risk(viewer_client, card):
+    from django.urls import reverse
+
+    claim(card, 75 * GIB)
+    page = viewer_client.get(reverse("inventory:gpu", args=[card.pk])).content.decode()
+    assert "Memory for placement" in page
+    assert "OOM risk" in page
+    assert "76,800 MiB" in page  # the claim, estimated and claimed
