@@ -8,20 +8,22 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from django.db.models import Prefetch
 from django.template.loader import render_to_string
 
 from inventory.events import Event
-from inventory.models import Alert, MaintenanceWindow, Node
-from inventory.presenters import gpu_row
+from inventory.models import Alert, Gpu, MaintenanceWindow, Node
+from inventory.presenters import gpu_rows
 
 _CACHE_SIZE = 512
 _cache: OrderedDict[str, str] = OrderedDict()
 
 
 def fleet_context() -> dict[str, Any]:
-    nodes = Node.objects.prefetch_related("gpus").order_by("name")
+    gpus = Prefetch("gpus", queryset=Gpu.objects.with_claims().order_by("index"))
+    nodes = Node.objects.prefetch_related(gpus).order_by("name")
     return {
-        "nodes": [{"node": node, "rows": [gpu_row(g) for g in node.gpus.all()]} for node in nodes],
+        "nodes": [{"node": node, "rows": gpu_rows(node.gpus.all())} for node in nodes],
         "active_alerts": list(Alert.objects.active().select_related("node", "gpu")[:50]),
     }
 

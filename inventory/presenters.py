@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypedDict
 
 from django.conf import settings
 
 from inventory.models import Gpu
+from inventory.models.gpus import backend_pids
 
 
 class GpuRow(TypedDict):
@@ -68,6 +70,13 @@ def gpu_row(gpu: Gpu, our_pids: set[int] | None = None) -> GpuRow:
         "load_pct": load_pct,
         "oom_risk": load_pct >= 100 * settings.GPUFLEET_OOM_WARN,
     }
+
+
+def gpu_rows(gpus: Iterable[Gpu]) -> list[GpuRow]:
+    """Rows of many GPUs with the pids of our backends looked up once (annotate the
+    GPUs ``with_claims()`` to save the claim sum per GPU too)."""
+    ours = backend_pids()
+    return [gpu_row(gpu, ours) for gpu in gpus]
 
 
 def gpu_state(row: GpuRow) -> str:

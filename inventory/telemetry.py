@@ -14,7 +14,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Avg, Max, QuerySet, Sum
+from django.db.models import Avg, Max, QuerySet
 from django.utils import timezone
 
 from inventory import alerts, events
@@ -33,7 +33,7 @@ def record_readings(
 ) -> None:
     """Store one tick of readings for a node and send its GPU rows to browsers."""
     now = now or timezone.now()
-    gpus = {g.uuid: g for g in node.gpus.annotate(claimed_bytes=Sum("claims__claimed"))}
+    gpus = {g.uuid: g for g in node.gpus.with_claims()}
     by_index = {g.index: g for g in gpus.values() if g.present}
     samples, changed = [], []
     seen: set[str] = set()

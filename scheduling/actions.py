@@ -19,7 +19,7 @@ from models_app.choices import DownloadState, SourceKind
 from models_app.models import ModelFile
 from scheduling import events, lifecycle, placing
 from scheduling.choices import DesiredState, InstanceState
-from scheduling.fleet import Fleet, request_for
+from scheduling.fleet import HAVING_STATES, Fleet, request_for
 from scheduling.models import Deployment, Instance
 from scheduling.placement import Refusal
 
@@ -230,13 +230,7 @@ def do_prepare_start(instance_id: Any) -> None:
 
 def _copy_on(node: Node, instance: Instance) -> ModelFile | None:
     copies = ModelFile.objects.filter(model=instance.deployment.model, node=node)
-    return copies.filter(state__in=placing_states()).order_by("-created_at").first()
-
-
-def placing_states() -> tuple[str, ...]:
-    from scheduling.fleet import HAVING_STATES
-
-    return tuple(HAVING_STATES)
+    return copies.filter(state__in=HAVING_STATES).order_by("-created_at").first()
 
 
 def _wait_for_file(instance: Instance, copy: ModelFile | None) -> None:
@@ -265,7 +259,7 @@ def do_check_waiting(node: Node) -> int:
                 if lifecycle.move(instance, (S.WAITING_FOR_FILES,), S.SCHEDULED, reason=""):
                     lifecycle.enqueue(instance, lifecycle.START_TASK)
                     changed += 1
-        elif copy is None or copy.state not in placing_states():
+        elif copy is None or copy.state not in HAVING_STATES:
             error = copy.error if copy is not None and copy.error else "the copy went away"
             changed += lifecycle.do_back_to_pending(instance, f"The download failed: {error}")
     return changed

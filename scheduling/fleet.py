@@ -64,7 +64,7 @@ class Fleet:
     @classmethod
     def load(cls) -> Fleet:
         gpus_by_node: dict[str, list[GpuView]] = defaultdict(list)
-        annotated = Gpu.objects.annotate(claimed_bytes=Sum("claims__claimed"))
+        annotated = Gpu.objects.with_claims()
         pids = _backend_pids_by_gpu()
         for gpu in annotated.order_by("node_id", "index"):
             gpus_by_node[str(gpu.node_id)].append(gpu_view(gpu, pids.get(gpu.pk, set())))

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from scheduling import events
-from scheduling.choices import CLAIMING_STATES, PROCESS_STATES, InstanceState
+from scheduling.choices import PROCESS_STATES, InstanceState
 from scheduling.models import GpuClaim, Instance, InstanceRun, log_file_name
 
 logger = logging.getLogger("gpufleet.scheduling")
@@ -220,8 +220,3 @@ def do_mark_unreachable(node_id: Any) -> int:
         reason = "Its node is offline: the backend cannot be reached."
         count += move(instance, (S.STARTING, S.RUNNING), S.UNREACHABLE, reason=reason)
     return count
-
-
-def claiming(node_id: Any = None) -> Any:
-    rows = Instance.objects.filter(state__in=CLAIMING_STATES)
-    return rows.filter(node_id=node_id) if node_id is not None else rows

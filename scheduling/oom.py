@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import Sum
 
 from inventory import alerts
 from inventory.choices import AlertKind, Severity
@@ -45,11 +44,7 @@ def gpu_message(gpu: Gpu, load: int) -> str | None:
 
 def check_node(node: Node) -> None:
     ours = backend_pids(gpu__node=node)
-    for gpu in (
-        Gpu.objects.filter(node=node, present=True)
-        .annotate(claimed_bytes=Sum("claims__claimed"))
-        .select_related("node")
-    ):
+    for gpu in Gpu.objects.filter(node=node, present=True).with_claims().select_related("node"):
         message = gpu_message(gpu, memory_load(gpu, ours))
         if message:
             alerts.raise_alert(gpu_risk_key(gpu), AlertKind.OOM_RISK, message, node=node, gpu=gpu)

@@ -25,7 +25,7 @@ from inventory.probe.base import ProcessUsage
 from scheduling import actions, backend, lifecycle, oom, placing
 from scheduling.choices import InstanceState
 from scheduling.models import GpuClaim, Instance
-from scheduling.tasks import fail_from_exit, state_dir
+from scheduling.tasks import fail_from_exit
 
 logger = logging.getLogger("gpufleet.supervisor")
 S = InstanceState
@@ -180,6 +180,3 @@ def simulated_workload(node: Node) -> dict[str, list[ProcessUsage]]:
                 ProcessUsage(pid=pid, memory_used=claimed, name="llama_cpp.server")
             )
     return usage
-
-
-__all__ = ["Supervisor", "adopt", "check_processes", "fleet_housekeeping", "state_dir"]

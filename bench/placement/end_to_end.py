@@ -133,14 +133,11 @@ def place_all(batch: int) -> tuple[float, int, int]:
 
 
 def check(nodes: int) -> dict[str, Any]:
-    from django.db.models import Sum
 
     from inventory.models import Gpu
 
     over = [
-        gpu.pk
-        for gpu in Gpu.objects.annotate(claimed_bytes=Sum("claims__claimed"))
-        if gpu.claimed > gpu.memory_total - gpu.reserved
+        gpu.pk for gpu in Gpu.objects.with_claims() if gpu.claimed > gpu.memory_total - gpu.reserved
     ]
     return {"gpus": Gpu.objects.count(), "overcommitted_gpus": len(over)}
 

@@ -11,6 +11,12 @@ from inventory.choices import PRIORITY_MAX, PRIORITY_MIN
 from inventory.models.nodes import Node
 
 
+class GpuQuerySet(models.QuerySet["Gpu"]):
+    def with_claims(self) -> GpuQuerySet:
+        """Each GPU's claimed bytes in the same query (``Gpu.claimed`` reads them)."""
+        return self.annotate(claimed_bytes=models.Sum("claims__claimed"))
+
+
 class Gpu(models.Model):
     """One GPU, a component of its node. Readings of the last sample are kept on the row
     so that pages and placement read one table; history lives in ``GpuSample``."""
@@ -43,6 +49,8 @@ class Gpu(models.Model):
     processes = models.JSONField(default=list, blank=True)
     sampled_at = models.DateTimeField(null=True, blank=True)
     error = models.CharField(max_length=255, blank=True)
+
+    objects = GpuQuerySet.as_manager()
 
     class Meta:
         ordering = ["node__name", "index"]

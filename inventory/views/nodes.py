@@ -3,7 +3,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from inventory.models import Node
-from inventory.presenters import gpu_row
+from inventory.presenters import gpu_rows
 
 
 @require_GET
@@ -11,7 +11,7 @@ def node_detail(request: HttpRequest, node_id: str) -> HttpResponse:
     node = get_object_or_404(Node, pk=node_id)
     context = {
         "node": node,
-        "rows": [gpu_row(g) for g in node.gpus.all()],
+        "rows": gpu_rows(node.gpus.with_claims()),
         "windows": node.maintenance_windows.filter(ends_at__gt=node.created_at).order_by(
             "-starts_at"
         )[:20],
