@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ from typing import Literal
 
 import httpx
 import psutil
+
+from scheduling import ports
 
 # Log reading lives in backend_logs; re-exported here for the callers of ``backend``.
 from scheduling.backend_logs import device_of as device_of
@@ -277,10 +278,13 @@ def wait_ready(
     timeout: float,
     is_alive: Callable[[], bool],
     interval: float = 0.05,
+    server_pid: int | None = None,
 ) -> bool:
     """Poll ``GET /v1/models`` until it answers 200 (True), the process dies or time runs out.
 
-    The server loads the model before it listens, so the first 200 means loaded.
+    The server loads the model before it listens, so the first 200 means loaded. With
+    ``server_pid``, a 200 counts only once that process listens on the port: whatever
+    else answers there (another backend that took the port) is not ours.
     """
     address = f"[{host}]" if ":" in host else host
     url = f"http://{address}:{port}/v1/models"
@@ -288,7 +292,9 @@ def wait_ready(
     with httpx.Client(timeout=max(interval, 1.0), trust_env=False) as client:
         while True:
             try:
-                if client.get(url).status_code == 200:
+                if client.get(url).status_code == 200 and (
+                    server_pid is None or ports.listens_on(server_pid, port)
+                ):
                     return True
             except httpx.HTTPError:
                 pass
@@ -426,21 +432,10 @@ def stop(
         _wait_gone(left, 5.0)
 
 
-def free_port(low: int, high: int, taken: set[int], host: str = "127.0.0.1") -> int | None:
-    """The first port in [low, high] not in ``taken`` that can be bound now (or None).
-
-    Binds with SO_REUSEADDR as uvicorn does (a port in TIME_WAIT counts as free). The
-    port may be taken before the server binds it: the server then fails to start.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for port in range(low, high + 1):
-        if port in taken:
-            continue
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
-            return port
-    return None
+def stop_instance_processes(instance_id: str, timeout: float = 10.0) -> int:
+    """Stop every process on this machine that carries ``instance_id``, tracked or not
+    (a launch that failed half-way, pids that were never recorded). How many were found."""
+    pids = [found.pid for found in find_backends() if found.instance_id == instance_id]
+    for pid in pids:
+        stop(pid, pid, timeout=timeout, instance_id=instance_id)
+    return len(pids)

@@ -5,12 +5,12 @@ racing each other cannot both win, and emits one ``instance.changed`` event."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from scheduling import events
@@ -85,12 +85,48 @@ def do_claim_start(instance_id: str, worker: str) -> tuple[Instance, InstanceRun
     return instance, run
 
 
-def do_record_launch(instance: Instance, port: int, pid: int, server_pid: int) -> bool:
+class PortUnavailable(Exception):
+    """No port of the range could be reserved for a starting instance."""
+
+
+def do_reserve_port(
+    instance: Instance, ports: Iterable[int], bindable: Callable[[int], bool]
+) -> int:
+    """Reserve a port on the instance's node before its backend is launched.
+
+    The unique constraint on (node, port) is the arbiter: two workers that pick the
+    same port at the same moment cannot both write it, and the loser tries the next one.
+    ``bindable`` skips ports that a process which is not ours holds right now.
+    Raises ``PortUnavailable`` when none is left, or when the instance left ``starting``.
+    """
+    taken = set(
+        Instance.objects.filter(node=instance.node, port__isnull=False)
+        .exclude(pk=instance.pk)
+        .values_list("port", flat=True)
+    )
+    for port in ports:
+        if port in taken or not bindable(port):
+            continue
+        try:
+            with transaction.atomic():
+                updated = Instance.objects.filter(pk=instance.pk, state=S.STARTING).update(
+                    port=port, updated_at=timezone.now()
+                )
+        except IntegrityError:
+            continue  # another worker reserved it between our read and our write
+        if not updated:
+            raise PortUnavailable("the instance was stopped while it started")
+        instance.port = port
+        return port
+    raise PortUnavailable("no free port in the backend port range on this node")
+
+
+def do_record_launch(instance: Instance, pid: int, server_pid: int) -> bool:
     updated = Instance.objects.filter(pk=instance.pk, state=S.STARTING).update(
-        port=port, pid=pid, server_pid=server_pid, updated_at=timezone.now()
+        pid=pid, server_pid=server_pid, updated_at=timezone.now()
     )
     if updated:
-        instance.port, instance.pid, instance.server_pid = port, pid, server_pid
+        instance.pid, instance.server_pid = pid, server_pid
         events.instance_changed(instance)
     return bool(updated)
 

@@ -31,6 +31,7 @@ logger = logging.getLogger("gpufleet.supervisor")
 S = InstanceState
 FLEET_EVERY = 2.0
 MEASURE_EVERY = 5.0
+STRAYS_EVERY = 10.0  # look for backend processes that no instance accounts for
 STOP_GRACE = 60.0  # a stopping instance whose process still runs after this is stopped here
 
 
@@ -57,23 +58,37 @@ class Supervisor:
         if self._is_due("measure", MEASURE_EVERY, now):
             refresh_measurements(node)
             oom.check_node(node)
+        if self._is_due("strays", STRAYS_EVERY, now):
+            stop_strays(node)
         if self._is_due("fleet", FLEET_EVERY, now):
             fleet_housekeeping()
 
 
 def adopt(node: Node) -> None:
     """After an agent (re)start: keep what runs for our instances, stop the rest."""
+    known = stop_strays(node)
+    for instance in known.values():
+        _check_one(instance, adopting=True)
+
+
+def stop_strays(node: Node) -> dict[str, Instance]:
+    """Stop every backend process of this node that no watched instance accounts for
+    (an instance stopped, failed or deleted meanwhile, a pid never recorded). A starting
+    instance whose launch has not recorded its pids yet keeps its processes."""
     known = {str(i.pk): i for i in Instance.objects.filter(node=node, state__in=_WATCHED)}
     for process in backend.find_backends():
         if process.node != node.name:
             continue  # another node's backend on the same machine
         instance_id, pid = process.instance_id, process.pid
         instance = known.get(instance_id)
-        if instance is None or pid not in (instance.pid, instance.server_pid):
-            logger.warning("stopping backend process %s of unknown instance %s", pid, instance_id)
-            backend.stop(pid, pid, instance_id=instance_id)
-    for instance in known.values():
-        _check_one(instance, adopting=True)
+        if instance is not None and (
+            pid in (instance.pid, instance.server_pid)
+            or (instance.state == S.STARTING and not instance.server_pid)
+        ):
+            continue
+        logger.warning("stopping backend process %s of untracked instance %s", pid, instance_id)
+        backend.stop(pid, pid, instance_id=instance_id)
+    return known
 
 
 _WATCHED = (S.STARTING, S.RUNNING, S.UNREACHABLE, S.STOPPING)

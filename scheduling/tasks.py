@@ -18,7 +18,7 @@ from django.conf import settings
 
 from inventory.devices import DeviceSelectionError, cuda_visible_devices
 from models_app import actions as model_actions
-from scheduling import backend, lifecycle
+from scheduling import backend, lifecycle, ports
 from scheduling.choices import InstanceState, PlacementKind
 from scheduling.models import Instance, InstanceRun
 
@@ -41,11 +41,6 @@ def visible_devices(instance: Instance) -> str:
     """UUIDs of the instance's GPUs in priority order; "" hides every GPU (CPU only)."""
     gpus = [claim.gpu for claim in instance.claims.select_related("gpu").order_by("position")]
     return cuda_visible_devices(gpus)
-
-
-def _taken_ports(instance: Instance) -> set[int]:
-    rows = Instance.objects.filter(node=instance.node, port__isnull=False).exclude(pk=instance.pk)
-    return {port for port in rows.values_list("port", flat=True) if port}
 
 
 def launch_spec(instance: Instance, run: InstanceRun, port: int) -> backend.LaunchSpec:
@@ -80,27 +75,36 @@ def state_dir(instance: Instance, run: InstanceRun) -> Path:
 
 
 def start_instance(instance_id: str) -> str:
-    """Launch the backend of a scheduled instance and wait until it answers."""
+    """Launch the backend of a scheduled instance and wait until it answers.
+
+    Any failure on the way fails the instance at once with the reason (its claims are
+    released, a restart follows after the backoff) and stops whatever was launched for
+    it: nothing stays in ``starting`` for a dead task, no backend runs untracked.
+    """
     claimed = lifecycle.do_claim_start(instance_id, worker_id())
     if claimed is None:
         return "not startable (not scheduled, or taken by another worker)"
     instance, run = claimed
     try:
         launched = _launch(instance, run)
-    except (OSError, backend.LaunchError, DeviceSelectionError) as exc:
+        return _await_ready(instance, run, launched)
+    except Exception as exc:
+        expected = (OSError, backend.LaunchError, DeviceSelectionError, lifecycle.PortUnavailable)
+        if not isinstance(exc, expected):
+            logger.exception("starting instance %s failed", instance_id)
+        backend.stop_instance_processes(str(instance.pk))
         lifecycle.do_mark_failed(instance, f"Could not start the backend: {exc}")
         return f"failed to launch: {exc}"
-    return _await_ready(instance, run, launched)
 
 
 def _launch(instance: Instance, run: InstanceRun) -> backend.Launched:
     low, high = settings.GPUFLEET_BACKEND_PORTS
-    port = backend.free_port(low, high, _taken_ports(instance), HOST)
-    if port is None:
-        raise backend.LaunchError(f"no free port in {low}-{high} on this node")
+    port = lifecycle.do_reserve_port(
+        instance, range(low, high + 1), lambda candidate: ports.bindable(candidate, HOST)
+    )
     spec = launch_spec(instance, run, port)
     launched = backend.launch(spec)
-    if not lifecycle.do_record_launch(instance, port, launched.runner_pid, launched.server_pid):
+    if not lifecycle.do_record_launch(instance, launched.runner_pid, launched.server_pid):
         backend.stop(launched.runner_pid, launched.server_pid, instance_id=str(instance.pk))
         raise backend.LaunchError("the instance was stopped while it started")
     return launched
@@ -112,7 +116,7 @@ def _await_ready(instance: Instance, run: InstanceRun, launched: backend.Launche
 
     assert instance.port is not None
     timeout = settings.GPUFLEET_BACKEND_START_TIMEOUT
-    if backend.wait_ready(HOST, instance.port, timeout, alive):
+    if backend.wait_ready(HOST, instance.port, timeout, alive, server_pid=launched.server_pid):
         measured = backend.measured_memory(backend.read_log(Path(run.log_path)))
         if lifecycle.do_mark_running(instance, measured) and instance.model_file is not None:
             model_actions.do_touch(instance.model_file)  # the storage page's "last used"
@@ -147,6 +151,7 @@ def stop_instance(instance_id: str) -> str:
         return "nothing to stop"
     if instance.pid or instance.server_pid:
         backend.stop(instance.pid or 0, instance.server_pid or 0, instance_id=str(instance.pk))
+    backend.stop_instance_processes(str(instance.pk))  # one whose pids were never recorded
     run = instance.current_run
     status = backend.read_exit(state_dir(instance, run)) if run else None
     code = status.returncode if status else None

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 import gguf  # noqa: E402
 
 from models_app.gguf.testing import write_tiny_model  # noqa: E402
-from scheduling import backend  # noqa: E402
+from scheduling import backend, ports  # noqa: E402
 from scheduling.backend import LaunchSpec  # noqa: E402
 
 TIMEOUT = 120.0
@@ -82,7 +82,7 @@ def with_launch(spec: LaunchSpec, interval: float) -> tuple[float, float]:
 
 
 def fresh(spec: LaunchSpec, work: Path, run: int) -> LaunchSpec:
-    port = backend.free_port(spec.port, spec.port + 1000, set())
+    port = ports.free_port(spec.port, spec.port + 1000, set())
     assert port is not None, "no free port"
     return replace(
         spec,

@@ -92,9 +92,9 @@ def through_scheduler(deployment: Any) -> float:
 
 def by_hand(work: Path, run: int) -> float:
     from bench.backend_start.run import by_hand as hand
-    from scheduling import backend
+    from scheduling import backend, ports
 
-    port = backend.free_port(39200, 39400, set())
+    port = ports.free_port(39200, 39400, set())
     assert port is not None
     spec = backend.LaunchSpec(
         instance_id=f"hand-{run}", model_path=work / "tiny.gguf", port=port, n_ctx=256,

@@ -25,7 +25,7 @@ import pytest
 
 from models_app.estimator.harness import MIB
 from models_app.gguf.testing import write_tiny_model
-from scheduling import backend
+from scheduling import backend, ports
 from scheduling.backend import Launched, LaunchSpec
 
 needs_llama = pytest.mark.skipif(
@@ -74,7 +74,7 @@ def _launcher(tiny_model: Path, root: Path) -> Iterator[Launcher]:
     counter = itertools.count()
 
     def launch(**fields: Any) -> tuple[LaunchSpec, Launched]:
-        port = backend.free_port(20000, 29999, taken)
+        port = ports.free_port(20000, 29999, taken)
         assert port is not None
         taken.add(port)
         run = root / f"run-{next(counter)}"
@@ -513,7 +513,7 @@ def test_free_port_skips_taken_and_bound_ports() -> None:
         busy.listen()
         port = busy.getsockname()[1]
 
-        assert backend.free_port(port, port, set()) is None
-        assert backend.free_port(port, port + 1, {port + 1}) is None
-        found = backend.free_port(port, port + 50, set())
+        assert ports.free_port(port, port, set()) is None
+        assert ports.free_port(port, port + 1, {port + 1}) is None
+        found = ports.free_port(port, port + 50, set())
         assert found is not None and found != port

@@ -18,7 +18,7 @@ import pytest
 
 from models_app.choices import SourceKind
 from models_app.gguf import load_model_facts
-from scheduling import actions, backend, lifecycle, placing, tasks
+from scheduling import actions, backend, lifecycle, placing, ports, tasks
 from scheduling.choices import InstanceState
 from scheduling.models import Deployment, Instance
 from scheduling.supervisor import Supervisor
@@ -79,7 +79,7 @@ def strays(tmp_path: Path) -> Iterator[dict[str, backend.Launched]]:
     launched: dict[str, backend.Launched] = {}
     taken: set[int] = set()
     for node_name in ("node-e2e", "node-other"):
-        port = backend.free_port(39500, 39600, taken) or 39599
+        port = ports.free_port(39500, 39600, taken) or 39599
         taken.add(port)
         spec = backend.LaunchSpec(
             instance_id=STRAY, model_path=model, port=port, n_ctx=256, node_name=node_name,
@@ -171,3 +171,15 @@ def test_stopping_a_running_deployment_stops_its_backend(
     assert instance.state == S.STOPPED and not instance.claims.exists()
     assert not backend.is_running(pid, str(instance.pk))
     assert Deployment.objects.filter(pk=deployment.pk).exists()
+
+
+def test_a_backend_that_no_instance_accounts_for_is_stopped_by_the_next_sweep(deployment, node):
+    instance = _start(deployment.instances.get())
+    supervisor = Supervisor(node)
+    supervisor.tick(node, now=0.0)  # adopts it: it is ours and running
+    assert backend.is_running(instance.server_pid, str(instance.pk))
+    Instance.objects.filter(pk=instance.pk).update(state=S.STOPPED, pid=None, server_pid=None)
+    supervisor.tick(node, now=1.0)  # not due yet
+    assert backend.is_running(instance.server_pid, str(instance.pk))
+    supervisor.tick(node, now=1.0 + 10.0)
+    _wait_for(lambda: not backend.is_running(instance.server_pid, str(instance.pk)), 15)
