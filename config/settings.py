@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "inventory",
     "models_app",
     "scheduling",
+    "gateway",
 ]
 
 MIDDLEWARE = [
@@ -185,6 +186,8 @@ GPUFLEET_BACKEND_START_TIMEOUT = parse_seconds("GPUFLEET_BACKEND_START_TIMEOUT",
 GPUFLEET_RESTART_BACKOFF = parse_seconds("GPUFLEET_RESTART_BACKOFF", 2.0)
 GPUFLEET_RESTART_BACKOFF_MAX = parse_seconds("GPUFLEET_RESTART_BACKOFF_MAX", 300.0)
 GPUFLEET_OOM_WARN = parse_fraction("GPUFLEET_OOM_WARN", 0.9)
+# Gateway: the largest request body /v1 reads (more: 413).
+GPUFLEET_GATEWAY_MAX_BODY = parse_bytes("GPUFLEET_GATEWAY_MAX_BODY", 16 * 1024**2)
 GPUFLEET_LOG_DIR = Path(parse_str("GPUFLEET_LOG_DIR", str(STATE_DIR / "backends")))
 GPUFLEET_RAW_RETENTION = parse_seconds("GPUFLEET_RAW_RETENTION", 15 * 60)
 GPUFLEET_MINUTE_RETENTION = parse_seconds("GPUFLEET_MINUTE_RETENTION", 2 * 86400)

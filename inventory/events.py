@@ -36,6 +36,8 @@ EventKind = Literal[
     "download.changed",
     "deployment.changed",
     "instance.changed",
+    "key.changed",
+    "gateway.waiting",
 ]
 
 
@@ -47,6 +49,8 @@ class Event(TypedDict, total=False):
     file_id: str
     deployment_id: str
     instance_id: str
+    key_id: str
+    waiting: int
     rows: list[dict[str, Any]]
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
 from inventory.models import Gpu, Node
 from models_app import actions as model_actions
@@ -76,6 +78,7 @@ def do_create_deployment(
     **fields: Any,
 ) -> Deployment:
     """Validate everything first (no half-created deployment), then create its replicas."""
+    fields.setdefault("min_replicas", fields.get("replicas", 1))  # always on unless asked
     deployment = Deployment(**fields)
     if user is not None and getattr(user, "is_authenticated", False):
         deployment.created_by = user
@@ -97,7 +100,7 @@ def live_instances(deployment: Deployment) -> list[Instance]:
 def reconcile(deployment: Deployment) -> None:
     """Create or stop instances so that the deployment has what it asks for."""
     live = live_instances(deployment)
-    wanted = deployment.replicas if deployment.desired_state == DesiredState.RUNNING else 0
+    wanted = deployment.wanted_replicas
     if len(live) < wanted:
         Instance.objects.bulk_create(
             Instance(deployment=deployment) for _ in range(wanted - len(live))
@@ -133,6 +136,9 @@ def _delete_if_done(deployment_id: Any) -> None:
 UPDATABLE = frozenset(
     [
         "n_ctx",
+        "idle_timeout",
+        "cold_start_timeout",
+        "max_queue",
         "cache_type",
         "flash_attn",
         "policy",
@@ -169,14 +175,79 @@ def do_update_deployment(
     return deployment
 
 
-def do_scale(deployment: Deployment, replicas: int) -> Deployment:
-    deployment.replicas = replicas
+def do_scale(deployment: Deployment, replicas: int, min_replicas: int | None = None) -> Deployment:
+    """Set the most instances it runs (and, given, the fewest). Without ``min_replicas``,
+    an always-on deployment (min = replicas) stays always on; an on-demand one keeps its
+    minimum, lowered to ``replicas`` if it was above."""
+    if min_replicas is None:
+        pinned = deployment.min_replicas == deployment.replicas
+        min_replicas = replicas if pinned else min(deployment.min_replicas, replicas)
+    deployment.replicas, deployment.min_replicas = replicas, min_replicas
+    deployment.demand = min(deployment.demand, replicas)
     deployment.full_clean(exclude=["only_gpus", "exclude_gpus"])
     with transaction.atomic():
-        Deployment.objects.filter(pk=deployment.pk).update(replicas=replicas)
+        Deployment.objects.filter(pk=deployment.pk).update(
+            replicas=replicas, min_replicas=min_replicas, demand=deployment.demand
+        )
         reconcile(deployment)
         events.deployment_changed(deployment)
     return deployment
+
+
+def do_demand(deployment_id: Any, wanted: int) -> bool:
+    """Traffic asks for ``wanted`` instances (the gateway's cold starts and scale-ups):
+    raise ``demand`` to it (at most ``replicas``) and create what is missing; placement
+    and start follow the normal path. Asking again for what is there changes nothing,
+    so gateways asking at once start one instance, not one each."""
+    with transaction.atomic():
+        deployment = Deployment.objects.filter(pk=deployment_id).first()
+        if deployment is None or deployment.desired_state != DesiredState.RUNNING:
+            return False
+        target = min(deployment.replicas, max(wanted, 0))
+        if target > deployment.demand:
+            Deployment.objects.filter(pk=deployment.pk).update(demand=target)
+            deployment.demand = target
+            events.deployment_changed(deployment)
+        before = len(live_instances(deployment))
+        reconcile(deployment)
+    return len(live_instances(deployment)) > before
+
+
+def do_release_idle(now: Any = None) -> list[Instance]:
+    """Stop running instances that served nothing for their deployment's ``idle_timeout``,
+    keeping ``min_replicas``; the deployment's ``demand`` follows. The model file stays on
+    the node (the next cold start needs no download)."""
+    now = now or timezone.now()
+    released: list[Instance] = []
+    on_demand = Deployment.objects.filter(
+        desired_state=DesiredState.RUNNING, min_replicas__lt=F("replicas")
+    )
+    for deployment in on_demand:
+        live = live_instances(deployment)
+        spare = max(len(live) - deployment.min_replicas, 0)
+        idle = [i for i in live if i.state == S.RUNNING]
+        idle = [i for i in idle if _idle_for(i, now) >= deployment.idle_timeout]
+        chosen = sorted(idle, key=lambda i: -_idle_for(i, now))[:spare]
+        for instance in chosen:
+            note = f"Released after {_idle_for(instance, now):.0f} s without requests."
+            with transaction.atomic():
+                if lifecycle.do_request_stop(instance):
+                    Instance.objects.filter(pk=instance.pk).update(reason=note)
+                    released.append(instance)
+        if chosen:
+            _lower_demand(deployment)
+    return released
+
+
+def _idle_for(instance: Instance, now: Any) -> float:
+    last = max(t for t in (instance.last_request_at, instance.ready_at, instance.created_at) if t)
+    return (now - last).total_seconds()
+
+
+def _lower_demand(deployment: Deployment) -> None:
+    running = len(live_instances(deployment))
+    Deployment.objects.filter(pk=deployment.pk, demand__gt=running).update(demand=running)
+    events.deployment_changed(deployment)
 
 
 def do_set_desired(deployment: Deployment, desired: DesiredState) -> Deployment:

@@ -256,3 +256,14 @@ def do_mark_unreachable(node_id: Any) -> int:
         reason = "Its node is offline: the backend cannot be reached."
         count += move(instance, (S.STARTING, S.RUNNING), S.UNREACHABLE, reason=reason)
     return count
+
+
+def do_note_gateway_failure(instance_id: Any, failure: str) -> bool:
+    """The gateway could not use a running instance: say so on it (the agent's supervisor
+    decides whether the process is dead). True when a running instance was noted."""
+    note = f"The gateway could not use it: {failure}"[:4000]
+    updated = Instance.objects.filter(pk=instance_id, state=S.RUNNING).update(reason=note)
+    if updated:
+        instance = Instance.objects.select_related("deployment").get(pk=instance_id)
+        events.instance_changed(instance)
+    return bool(updated)

@@ -42,7 +42,32 @@ class Deployment(models.Model):
     model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="deployments")
     served_name = models.CharField(max_length=128, unique=True, validators=[served_name_validator])
     replicas = models.PositiveSmallIntegerField(
-        default=1, validators=[MaxValueValidator(MAX_REPLICAS)]
+        default=1,
+        validators=[MaxValueValidator(MAX_REPLICAS)],
+        help_text="the most instances it runs",
+    )
+    min_replicas = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MaxValueValidator(MAX_REPLICAS)],
+        help_text="instances kept running without traffic (0: scale to zero)",
+    )
+    demand = models.PositiveSmallIntegerField(
+        default=0, help_text="instances asked for by the gateway's traffic (on demand)"
+    )
+    idle_timeout = models.PositiveIntegerField(
+        default=300,
+        validators=[MinValueValidator(1)],
+        help_text="seconds without a request before an instance above min_replicas stops",
+    )
+    cold_start_timeout = models.PositiveIntegerField(
+        default=600,
+        validators=[MinValueValidator(1)],
+        help_text="seconds a request waits for a cold start",
+    )
+    max_queue = models.PositiveIntegerField(
+        default=64,
+        validators=[MaxValueValidator(100_000)],
+        help_text="requests that may wait for an instance (more: 429)",
     )
     desired_state = models.CharField(
         max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING
@@ -81,6 +106,10 @@ class Deployment(models.Model):
             models.CheckConstraint(
                 condition=Q(n_ctx__gte=256), name="deployment_context_at_least_256"
             ),
+            models.CheckConstraint(
+                condition=Q(min_replicas__lte=models.F("replicas")),
+                name="deployment_min_replicas_at_most_replicas",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -89,6 +118,8 @@ class Deployment(models.Model):
     def clean(self) -> None:
         errors: dict[str, str] = {}
         errors |= self._context_errors()
+        if self.min_replicas > self.replicas:
+            errors["min_replicas"] = "At most as many as replicas (the most it runs)."
         if self.parallel != 1:
             errors["parallel"] = (
                 "llama-cpp-python's server serves one request at a time per backend: "
@@ -115,6 +146,18 @@ class Deployment(models.Model):
     @property
     def options(self) -> dict[str, str]:
         return clean_options(self.extra_options)[0]
+
+    @property
+    def wanted_replicas(self) -> int:
+        """How many instances it should have now: none unless running; else what traffic
+        asks for (``demand``), at least ``min_replicas``, at most ``replicas``."""
+        if self.desired_state != DesiredState.RUNNING:
+            return 0
+        return min(self.replicas, max(self.min_replicas, self.demand))
+
+    @property
+    def on_demand(self) -> bool:
+        return self.min_replicas < self.replicas
 
 
 def _is_labels(value: Any) -> bool:

@@ -179,6 +179,7 @@ def fleet_housekeeping() -> None:
     for node in offline:
         lifecycle.do_mark_unreachable(node.pk)
     lifecycle.do_requeue_failed()
+    actions.do_release_idle()
     if placing.pending_instances(limit=1):
         placing.do_place_pending()
 

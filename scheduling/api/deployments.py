@@ -48,6 +48,8 @@ def _gpus(ids: list[UUID], field: str) -> list[Gpu]:
 
 def _unsaved(payload: DeploymentIn) -> tuple[dict[str, Any], list[Gpu], list[Gpu]]:
     fields = payload.dict(exclude={"model_id", "only_gpus", "exclude_gpus"})
+    if fields["min_replicas"] is None:
+        fields["min_replicas"] = fields["replicas"]
     fields["model"] = get_model(payload.model_id)
     only = _gpus(payload.only_gpus, "only_gpus")
     exclude = _gpus(payload.exclude_gpus, "exclude_gpus")
@@ -134,7 +136,7 @@ def update(request: HttpRequest, deployment_id: UUID, payload: DeploymentPatch) 
 def scale(request: HttpRequest, deployment_id: UUID, payload: ScaleIn) -> dict[str, Any]:
     require_operator(request, "scale deployments")
     deployment = _changeable(deployment_id)
-    actions.do_scale(deployment, payload.replicas)
+    actions.do_scale(deployment, payload.replicas, payload.min_replicas)
     return deployment_data(get_deployment(deployment_id))
 
 

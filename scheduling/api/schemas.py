@@ -19,7 +19,17 @@ class DeploymentIn(Schema):
 
     model_id: UUID
     served_name: str = Field(max_length=128, description="the name clients ask for")
-    replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
+    replicas: int = Field(1, ge=0, le=MAX_REPLICAS, description="the most instances it runs")
+    min_replicas: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_REPLICAS,
+        description="kept running without traffic; 0: scale to "
+        "zero (started by the first request); left out: replicas (always on)",
+    )
+    idle_timeout: int = Field(300, ge=1, le=30 * 86400, description="seconds idle before release")
+    cold_start_timeout: int = Field(600, ge=1, le=86400, description="seconds a request waits")
+    max_queue: int = Field(64, ge=0, le=100_000, description="requests that may wait")
     n_ctx: int = Field(4096, ge=256, le=10_000_000, description="context size in tokens")
     parallel: int = Field(1, ge=1, le=64, description="parallel slots (the backend serves 1)")
     cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
@@ -43,6 +53,9 @@ class DeploymentPatch(Schema):
     model_config = ConfigDict(extra="forbid")
 
     n_ctx: int | None = Field(None, ge=256, le=10_000_000)
+    idle_timeout: int | None = Field(None, ge=1, le=30 * 86400)
+    cold_start_timeout: int | None = Field(None, ge=1, le=86400)
+    max_queue: int | None = Field(None, ge=0, le=100_000)
     cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
     flash_attn: bool | None = None
     policy: Literal["binpack", "spread"] | None = None
@@ -59,6 +72,9 @@ class ScaleIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     replicas: int = Field(ge=0, le=MAX_REPLICAS)
+    min_replicas: int | None = Field(
+        None, ge=0, le=MAX_REPLICAS, description="left out: an always-on deployment stays so"
+    )
 
 
 class ClaimOut(Schema):
@@ -111,6 +127,11 @@ class DeploymentOut(Schema):
     model: str
     served_name: str
     replicas: int
+    min_replicas: int
+    demand: int
+    idle_timeout: int
+    cold_start_timeout: int
+    max_queue: int
     desired_state: str
     n_ctx: int
     parallel: int

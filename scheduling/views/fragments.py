@@ -37,7 +37,7 @@ def deployment_row(deployment: Deployment) -> dict[str, Any]:
     return {
         "deployment": deployment,
         "running": sum(1 for i in instances if i.state == S.RUNNING),
-        "wanted": deployment.replicas if deployment.desired_state == "running" else 0,
+        "wanted": deployment.wanted_replicas,
         "counts": state_counts(instances),
     }
 

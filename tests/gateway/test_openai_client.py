@@ -1,0 +1,215 @@
+"""The official ``openai`` client against gpufleet's own address (``/v1`` on the web
+process), with real processes (web, agent, qcluster) and real llama.cpp backends of a
+tiny generated model on a simulated GPU: models list, chat, streaming chat with usage,
+completions, errors as the client's exception classes, a scale-to-zero deployment that
+cold-starts on its first request and is released when idle, and the queue limit."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.stack import PYTHON, Stack
+
+pytestmark = pytest.mark.embedded
+NODE = f"node-gw-{uuid.uuid4().hex[:6]}"
+
+SETUP = """
+import json
+from pathlib import Path
+from gguf import GGMLQuantizationType as Q
+from inventory.models import Node
+from models_app.catalog import add_path_model
+from models_app.gguf.testing import write_tiny_model
+from scheduling import actions
+from gateway.models import InferenceKey
+node = Node.objects.get(name={node!r})
+root = Path({root!r}); root.mkdir(parents=True, exist_ok=True)
+(path,) = write_tiny_model(root / "tiny.gguf", header_only=False, n_layer=2, n_embd=64,
+    n_head=4, n_head_kv=2, n_ff=128, n_ctx_train=2048, weight_type=Q.Q8_0)
+model = add_path_model(node, str(path))
+actions.do_create_deployment(model=model, served_name="tiny-chat", n_ctx=512)
+actions.do_create_deployment(model=model, served_name="tiny-cold", n_ctx=512, replicas=1,
+    min_replicas=0, idle_timeout=6, max_queue=2, cold_start_timeout=120)
+_, every = InferenceKey.issue("every model")
+_, cold_only = InferenceKey.issue("cold only", served_names=["tiny-cold"])
+print(json.dumps({{"every": every, "cold_only": cold_only}}))
+"""
+
+STATES = """
+import json
+from scheduling.models import Instance
+rows = Instance.objects.filter(deployment__served_name={name!r}).exclude(state="stopped")
+print(json.dumps([[str(i.pk), i.state, i.claims.count()] for i in rows]))
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    state = tmp_path_factory.mktemp("gateway-stack")
+    stack = Stack(
+        state,
+        GPUFLEET_NODE_NAME=NODE,
+        Q_CLUSTER_NAME=NODE,
+        GPUFLEET_SIMULATED_GPUS="1xL4",
+        GPUFLEET_BACKEND_PORTS="39600-39699",
+        GPUFLEET_EVENT_POLL="0.1",
+        GPUFLEET_GATEWAY_MAX_BODY="64KiB",
+    )
+    try:
+        stack.manage("migrate", "--noinput", "-v0")
+        stack.start("agent", PYTHON, "manage.py", "agent")
+        stack.start("worker", PYTHON, "manage.py", "qcluster")
+        stack.start_web()
+        _wait(lambda: NODE in stack.manage("shell", "-c", _NODES), 60, "the agent registers")
+        out = stack.manage("shell", "-c", SETUP.format(node=NODE, root=str(state / "models")))
+        stack.keys = json.loads(out.strip().splitlines()[-1])  # type: ignore[attr-defined]
+        _wait(lambda: _states(stack, "tiny-chat") == ["running"], 120, "tiny-chat runs")
+        yield stack
+    finally:
+        stack.stop_all()
+        _stop_backends()
+
+
+_NODES = (
+    "from inventory.models import Node; print(list(Node.objects.values_list('name', flat=True)))"
+)
+
+
+def _stop_backends() -> None:
+    from scheduling import backend
+
+    for found in backend.find_backends():
+        if found.node == NODE:
+            backend.stop(found.pid, found.pid, timeout=5)
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.5)
+
+
+def _rows(stack: Stack, name: str) -> list[list]:
+    return json.loads(
+        stack.manage("shell", "-c", STATES.format(name=name)).strip().splitlines()[-1]
+    )
+
+
+def _states(stack: Stack, name: str) -> list[str]:
+    return [row[1] for row in _rows(stack, name)]
+
+
+def _client(stack: Stack, key: str | None = None) -> openai.OpenAI:
+    key = key if key is not None else stack.keys["every"]  # type: ignore[attr-defined]
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def test_the_models_list_names_the_deployments(stack: Stack):
+    names = sorted(model.id for model in _client(stack).models.list())
+    assert names == ["tiny-chat", "tiny-cold"]
+    only = _client(stack, stack.keys["cold_only"]).models.list()  # type: ignore[attr-defined]
+    assert [model.id for model in only] == ["tiny-cold"]
+
+
+def test_a_chat_completion_answers_with_usage(stack: Stack):
+    answer = _client(stack).chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "hello"}], max_tokens=8
+    )
+    assert answer.choices[0].message.role == "assistant"
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+
+
+def test_a_streaming_chat_arrives_in_chunks_and_ends_with_the_usage_asked_for(stack: Stack):
+    stream = _client(stack).chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "hello"}], max_tokens=8,
+        stream=True, stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    assert len([c for c in chunks if c.choices]) >= 2
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_a_stream_without_include_usage_gets_no_usage_chunk(stack: Stack):
+    stream = _client(stack).chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+    )
+    assert all(chunk.choices for chunk in stream)
+
+
+def test_a_completion_answers(stack: Stack):
+    answer = _client(stack).completions.create(model="tiny-chat", prompt="hello", max_tokens=4)
+    assert isinstance(answer.choices[0].text, str)
+
+
+def test_errors_raise_the_client_exception_classes(stack: Stack):
+    with pytest.raises(openai.AuthenticationError):
+        _client(stack, "gfk_not-a-key").models.list()
+    with pytest.raises(openai.AuthenticationError):
+        _client(stack, "gpf_a-rest-api-token").models.list()
+    with pytest.raises(openai.NotFoundError, match="tiny-chat"):
+        _client(stack).completions.create(model="nope", prompt="x", max_tokens=1)
+    with pytest.raises(openai.PermissionDeniedError):
+        only = _client(stack, stack.keys["cold_only"])  # type: ignore[attr-defined]
+        only.completions.create(model="tiny-chat", prompt="x", max_tokens=1)
+    with pytest.raises(openai.BadRequestError):
+        _client(stack).completions.create(model="", prompt="x", max_tokens=1)
+
+
+def test_bad_bodies_get_openai_shaped_errors(stack: Stack):
+    headers = {"Authorization": f"Bearer {stack.keys['every']}"}  # type: ignore[attr-defined]
+    url = stack.url + "/v1/chat/completions"
+    bad = httpx.post(url, content=b"{not json", headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+    big = httpx.post(url, content=b"x" * 100_000, headers=headers)
+    assert big.status_code == 413 and "larger" in big.json()["error"]["message"]
+    anonymous = httpx.get(stack.url + "/v1/models")
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_scale_to_zero_deployment_starts_on_its_first_request_and_is_released_when_idle(
+    stack: Stack,
+):
+    assert _states(stack, "tiny-cold") == [], "nothing runs before the first request"
+    client = _client(stack)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(
+                lambda _: client.completions.create(model="tiny-cold", prompt="a", max_tokens=2),
+                range(2),
+            )
+        )
+    assert all(isinstance(a.choices[0].text, str) for a in answers)
+    assert _states(stack, "tiny-cold") == ["running"], "two first requests start one instance"
+    _wait(lambda: _rows(stack, "tiny-cold") == [], 60, "the idle instance is released")
+
+
+def test_requests_beyond_the_queue_limit_get_429(stack: Stack):
+    _wait(lambda: _rows(stack, "tiny-cold") == [], 60, "tiny-cold is at zero")
+    client = _client(stack)
+
+    def ask(_: int) -> str:
+        try:
+            client.completions.create(model="tiny-cold", prompt="a", max_tokens=2)
+        except openai.RateLimitError:
+            return "429"
+        return "ok"
+
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(ask, range(5)))
+    assert results.count("429") >= 1 and results.count("ok") >= 1, results
+
+
+def test_the_gateway_is_not_the_rest_api(stack: Stack, tmp_path: Path):
+    key = stack.keys["every"]  # type: ignore[attr-defined]
+    answer = httpx.get(stack.url + "/api/v1/nodes", headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 401
