@@ -186,6 +186,9 @@ GPUFLEET_BACKEND_START_TIMEOUT = parse_seconds("GPUFLEET_BACKEND_START_TIMEOUT",
 GPUFLEET_RESTART_BACKOFF = parse_seconds("GPUFLEET_RESTART_BACKOFF", 2.0)
 GPUFLEET_RESTART_BACKOFF_MAX = parse_seconds("GPUFLEET_RESTART_BACKOFF_MAX", 300.0)
 GPUFLEET_OOM_WARN = parse_fraction("GPUFLEET_OOM_WARN", 0.9)
+# An instance counts as idle for eviction once the gateway saw no request for this long
+# (the gateway marks instances with requests in flight every 2 s).
+GPUFLEET_EVICT_IDLE_AFTER = parse_seconds("GPUFLEET_EVICT_IDLE_AFTER", 10.0)
 # Gateway: the largest request body /v1 reads (more: 413).
 GPUFLEET_GATEWAY_MAX_BODY = parse_bytes("GPUFLEET_GATEWAY_MAX_BODY", 16 * 1024**2)
 GPUFLEET_LOG_DIR = Path(parse_str("GPUFLEET_LOG_DIR", str(STATE_DIR / "backends")))

@@ -257,6 +257,8 @@ class Gateway:
     def _report(self, backend: Any, failure: str) -> None:
         self.table.suspect(backend)
         logger.warning("gateway: instance %s failed a request: %s", backend.instance_id, failure)
+        if not self.live:
+            return
         task = asyncio.get_running_loop().create_task(
             _db(_note_failure, backend.instance_id, failure)
         )

@@ -16,6 +16,7 @@ ROUTABLE = "running"
 # instance counts only while placement has not refused it (no reason yet).
 COMING = frozenset({"scheduled", "waiting_for_files", "starting"})
 RESTARTING = frozenset({"failed", "unreachable"})
+WAITING = "Waiting: "  # scheduling.placing.WAITING_PREFIX: room is being made for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,10 @@ class Route:
 
     def coming(self) -> list[Backend]:
         return [
-            b for b in self.backends if b.state in COMING or (b.state == "pending" and not b.reason)
+            b
+            for b in self.backends
+            if b.state in COMING
+            or (b.state == "pending" and (not b.reason or b.reason.startswith(WAITING)))
         ]
 
     def restarting(self) -> list[Backend]:

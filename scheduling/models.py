@@ -295,3 +295,31 @@ class InstanceRun(models.Model):
 def log_file_name(served_name: str, instance_id: str, number: int) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", served_name).strip("._") or "model"
     return f"{safe}-{instance_id[:8]}-run{number}.log"
+
+
+class Eviction(models.Model):
+    """An idle instance stopped to make room for another deployment's instance: shown on
+    both deployments' pages ("stopped X (priority 10, idle 4 min, reload ≈ 3 s) to start
+    Y"). Written by the placement pass that chose it (``scheduling.evicting``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    evicted = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="evictions_suffered"
+    )
+    evicted_instance = models.ForeignKey(
+        Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    for_deployment = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="evictions_caused"
+    )
+    for_instance = models.ForeignKey(
+        Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    text = models.CharField(max_length=500)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return self.text

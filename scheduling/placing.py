@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from scheduling import events
+from scheduling import events, evicting
 from scheduling.choices import InstanceState
 from scheduling.fleet import Fleet, request_for, run_settings, sizer_for
 from scheduling.models import Deployment, GpuClaim, Instance
@@ -29,6 +29,7 @@ from scheduling.sizing import EstimatorSizer
 logger = logging.getLogger("gpufleet.scheduling")
 _LOCK_KEY = 0x6770_7566  # "gpuf"
 MAX_REASONS_SHOWN = 12
+WAITING_PREFIX = "Waiting: "  # a pending instance that waits for room being made (eviction)
 
 
 def placement_lock() -> None:
@@ -122,7 +123,9 @@ def _place_one(
         logger.exception("placing %s failed", instance)
         outcome = Refusal((f"Cannot estimate this model's memory: {exc}",))
     if isinstance(outcome, Refusal):
-        if _refusal_reason(instance, outcome):
+        nodes = fleet.for_deployment(deployment)
+        waiting = evicting.try_eviction(instance, nodes, request, sizers[key])
+        if _refusal_reason(instance, outcome, waiting):
             writes.refused.append(instance)
         return outcome
     writes.claims.extend(stage_placement(instance, outcome))
@@ -136,12 +139,15 @@ def sizer_key(deployment: Deployment) -> str:
     return f"{deployment.model_id}:{run_settings(deployment)!r}"
 
 
-def _refusal_reason(instance: Instance, refusal: Refusal) -> bool:
-    """Set the instance's reason from a refusal; True when it changed."""
+def _refusal_reason(instance: Instance, refusal: Refusal, waiting: str | None = None) -> bool:
+    """Set the instance's reason from a refusal (or from what it waits for: an
+    eviction under way); True when it changed."""
     lines = list(refusal.reasons[:MAX_REASONS_SHOWN])
     if len(refusal.reasons) > MAX_REASONS_SHOWN:
         lines.append(f"… and {len(refusal.reasons) - MAX_REASONS_SHOWN} more")
     reason = "No room for it: " + "; ".join(lines) if lines else "No node can take it."
+    if waiting:
+        reason = f"{WAITING_PREFIX}{waiting}"
     changed = reason != instance.reason
     instance.reason = reason
     return changed
