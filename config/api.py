@@ -20,6 +20,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
+from gateway.api import router as gateway_router
 from inventory.api import router as inventory_router
 from inventory.api_auth import API_AUTH
 from models_app.api import router as models_router
@@ -50,7 +51,7 @@ api = GpufleetAPI(
     version="1",
     description=(
         "Nodes, GPUs, GPU telemetry, memory estimates, the model catalog, downloads, "
-        "deployments and their instances. "
+        "deployments and their instances, inference keys for the gateway and its usage. "
         "Authenticate with `Authorization: Bearer <token>` (create tokens on the dashboard's "
         "API tokens page) or a logged-in session."
     ),
@@ -61,6 +62,7 @@ api = GpufleetAPI(
 api.add_router("/", inventory_router)
 api.add_router("/", models_router)
 api.add_router("/", scheduling_router)
+api.add_router("/", gateway_router)
 
 
 def field_name(loc: Sequence[Any]) -> str:

@@ -18,5 +18,6 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("models/", include("models_app.urls")),
     path("deployments/", include("scheduling.urls")),
+    path("", include("gateway.urls")),
     path("", include("inventory.urls")),
 ]

@@ -65,6 +65,7 @@ class Gateway:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Lock | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._waited: set[str] = set()  # deployments with requests held at the last flush
 
     # --- background ---------------------------------------------------------------------
 
@@ -103,10 +104,21 @@ class Gateway:
             await asyncio.sleep(usage.FLUSH)
             await self.flush()
 
+    def _waiting(self) -> dict[str, int]:
+        """Requests held per deployment id, with 0 for those whose queue just emptied."""
+        now = {
+            route.deployment_id: self.ondemand.waiting(name)
+            for name, route in self.table.routes.items()
+            if self.ondemand.waiting(name)
+        }
+        changes = {d: 0 for d in self._waited if d not in now} | now
+        self._waited = set(now)
+        return changes
+
     async def flush(self) -> None:
         batch = self.usage.take()
         try:
-            await _db(usage.flush, batch, self.table.busy_instances())
+            await _db(usage.flush, batch, self.table.busy_instances(), self._waiting())
         except Exception:
             logger.exception("gateway: writing usage failed; it is counted again next time")
             for outcome_key, counts in batch.counts.items():  # keep it for the next flush

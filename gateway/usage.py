@@ -121,10 +121,15 @@ def _observe(outcome: Outcome) -> None:
         COLD_STARTS.labels(name).observe(outcome.cold_start)
 
 
-def flush(batch: Usage, busy: list[str]) -> None:
-    """Write one batch (in a thread): usage rows, instances' and keys' last use."""
+def flush(batch: Usage, busy: list[str], waiting: dict[str, int] | None = None) -> None:
+    """Write one batch (in a thread): usage rows, instances' and keys' last use, and the
+    requests held for cold starts per deployment."""
     from gateway.models import InferenceKey
+    from scheduling.actions import do_note_waiting
     from scheduling.models import Instance
+
+    if waiting:
+        do_note_waiting(waiting)
 
     now = timezone.now()
     for (minute, key_id, served_name), counts in batch.counts.items():

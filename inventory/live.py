@@ -25,7 +25,17 @@ def fleet_context() -> dict[str, Any]:
     return {
         "nodes": [{"node": node, "rows": gpu_rows(node.gpus.all())} for node in nodes],
         "active_alerts": list(Alert.objects.active().select_related("node", "gpu")[:50]),
+        "cold_starts": cold_starts(),
     }
+
+
+def cold_starts() -> list[dict[str, Any]]:
+    """Deployments whose requests wait for a cold start, with about how long it takes."""
+    from scheduling.models import Deployment
+    from scheduling.views.fragments import recent_starts, start_estimate
+
+    waiting = Deployment.objects.filter(waiting__gt=0).order_by("served_name")
+    return [{"deployment": d, "estimate": start_estimate(recent_starts(d))} for d in waiting]
 
 
 def render_resync() -> str:
@@ -37,6 +47,7 @@ def render_resync() -> str:
         for name in (
             "inventory/_fleet.html",
             "inventory/_alerts_panel.html",
+            "inventory/_cold_starts.html",
             "partials/maintenance_banner.html",
         )
     )
@@ -57,7 +68,10 @@ def _render_uncached(event: Event) -> str:
         return render_to_string(
             "partials/maintenance_banner.html", {"maintenance_windows": windows, "oob": True}
         )
-    if kind.startswith(("download.", "deployment.", "instance.")):
+    if kind == "deployment.changed":
+        context = {"cold_starts": cold_starts(), "oob": True}
+        return render_to_string("inventory/_cold_starts.html", context)
+    if kind.startswith(("download.", "deployment.", "instance.", "key.", "gateway.")):
         return ""  # not shown on the overview
     # node.status, gpu.settings: the node's section changed shape; send the fleet again.
     return render_to_string("inventory/_fleet.html", fleet_context() | {"oob": True})

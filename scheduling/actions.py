@@ -27,6 +27,7 @@ from scheduling.placement import Refusal
 
 S = InstanceState
 ENDED = (S.STOPPED,)
+LEAVING = (S.STOPPING, S.STOPPED)  # no longer counted as a replica
 # Replicas beyond the wanted count are stopped in this order: not yet running first.
 _STOP_FIRST = [S.PENDING, S.FAILED, S.SCHEDULED, S.WAITING_FOR_FILES, S.UNREACHABLE, S.STARTING]
 
@@ -94,7 +95,8 @@ def do_create_deployment(
 
 
 def live_instances(deployment: Deployment) -> list[Instance]:
-    return list(deployment.instances.exclude(state__in=ENDED).order_by("created_at"))
+    """Its replicas: instances not stopping or stopped."""
+    return list(deployment.instances.exclude(state__in=LEAVING).order_by("created_at"))
 
 
 def reconcile(deployment: Deployment) -> None:
@@ -102,8 +104,9 @@ def reconcile(deployment: Deployment) -> None:
     live = live_instances(deployment)
     wanted = deployment.wanted_replicas
     if len(live) < wanted:
+        now = timezone.now()
         Instance.objects.bulk_create(
-            Instance(deployment=deployment) for _ in range(wanted - len(live))
+            Instance(deployment=deployment, pending_since=now) for _ in range(wanted - len(live))
         )
         placing.run_pass_after_commit(f"{deployment} needs replicas")
     for instance in _surplus(live, len(live) - wanted):
@@ -213,6 +216,21 @@ def do_demand(deployment_id: Any, wanted: int) -> bool:
     return len(live_instances(deployment)) > before
 
 
+def do_note_waiting(waiting: dict[str, int]) -> None:
+    """The gateway's count of requests held for a cold start, per deployment id (0: none
+    left), for the pages' "cold start: N waiting, about T s"."""
+    now = timezone.now()
+    for deployment_id, count in waiting.items():
+        rows = Deployment.objects.filter(pk=deployment_id).exclude(waiting=count)
+        since: dict[str, Any] = {}
+        if not count:
+            since = {"waiting_since": None}
+        elif Deployment.objects.filter(pk=deployment_id, waiting=0).exists():
+            since = {"waiting_since": now}  # the first request of this cold start
+        if rows.update(waiting=count, **since):
+            events.deployment_changed(Deployment(pk=deployment_id))
+
+
 def do_release_idle(now: Any = None) -> list[Instance]:
     """Stop running instances that served nothing for their deployment's ``idle_timeout``,
     keeping ``min_replicas``; the deployment's ``demand`` follows. The model file stays on
@@ -240,8 +258,13 @@ def do_release_idle(now: Any = None) -> list[Instance]:
 
 
 def _idle_for(instance: Instance, now: Any) -> float:
-    last = max(t for t in (instance.last_request_at, instance.ready_at, instance.created_at) if t)
-    return (now - last).total_seconds()
+    return (now - last_activity(instance)).total_seconds()
+
+
+def last_activity(instance: Instance) -> Any:
+    """Its last request, or when it became ready (or was created) if later or none."""
+    marks = [t for t in (instance.last_request_at, instance.ready_at) if t is not None]
+    return max(marks) if marks else instance.created_at
 
 
 def _lower_demand(deployment: Deployment) -> None:
@@ -327,7 +350,11 @@ def do_check_waiting(node: Node) -> int:
         copy = instance.model_file
         if copy is not None and copy.state == DownloadState.READY:
             with transaction.atomic():
-                if lifecycle.move(instance, (S.WAITING_FOR_FILES,), S.SCHEDULED, reason=""):
+                moved = lifecycle.move(
+                    instance, (S.WAITING_FOR_FILES,), S.SCHEDULED, reason="",
+                    files_at=timezone.now(),
+                )  # fmt: skip
+                if moved:
                     lifecycle.enqueue(instance, lifecycle.START_TASK)
                     changed += 1
         elif copy is None or copy.state not in HAVING_STATES:

@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from inventory.access import can_operate
 from scheduling import actions, lifecycle
 from scheduling.choices import DesiredState
-from scheduling.models import Deployment, GpuClaim, Instance, InstanceRun
+from scheduling.models import Deployment, Eviction, GpuClaim, Instance, InstanceRun
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -102,3 +102,9 @@ class GpuClaimAdmin(ReadOnlyAdmin):
 class InstanceRunAdmin(ReadOnlyAdmin):
     list_display = ("instance", "number", "node", "started_at", "ready_at", "ended_at", "outcome")
     list_filter = ("node",)
+
+
+@admin.register(Eviction)
+class EvictionAdmin(ReadOnlyAdmin):
+    list_display = ("at", "text", "evicted", "for_deployment")
+    list_filter = ("evicted", "for_deployment")

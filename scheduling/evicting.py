@@ -30,8 +30,9 @@ S = InstanceState
 
 
 def _idle_seconds(instance: Instance, now: datetime) -> float:
-    last = max(t for t in (instance.last_request_at, instance.ready_at, instance.created_at) if t)
-    return (now - last).total_seconds()
+    from scheduling.actions import last_activity
+
+    return float((now - last_activity(instance)).total_seconds())
 
 
 def _reload_seconds(instance: Instance) -> float | None:

@@ -21,6 +21,10 @@ PLAIN_FIELDS = (
     "model",
     "served_name",
     "replicas",
+    "min_replicas",
+    "idle_timeout",
+    "cold_start_timeout",
+    "max_queue",
     "n_ctx",
     "parallel",
     "cache_type",
@@ -103,7 +107,29 @@ class DeploymentForm(forms.Form):
         help_text="The name clients ask the gateway for.",
         widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
     )
-    replicas = forms.IntegerField(min_value=0, max_value=MAX_REPLICAS, initial=1)
+    replicas = forms.IntegerField(
+        min_value=0, max_value=MAX_REPLICAS, initial=1, help_text="The most it runs."
+    )
+    min_replicas = forms.IntegerField(
+        label="Always running",
+        min_value=0,
+        max_value=MAX_REPLICAS,
+        required=False,
+        help_text="Kept up without traffic; 0 scales to zero (the first request starts one). "
+        "Empty: all replicas.",
+    )
+    idle_timeout = forms.IntegerField(
+        label="Release after idle (s)", min_value=1, initial=300, required=False,
+        help_text="Instances above the minimum stop after this long without requests.",
+    )  # fmt: skip
+    cold_start_timeout = forms.IntegerField(
+        label="Cold start timeout (s)", min_value=1, initial=600, required=False,
+        help_text="How long a request waits for an instance to start.",
+    )  # fmt: skip
+    max_queue = forms.IntegerField(
+        label="Waiting requests", min_value=0, max_value=100_000, initial=64, required=False,
+        help_text="Requests that may wait for a start; more get 429.",
+    )  # fmt: skip
     n_ctx = forms.IntegerField(
         label="Context (tokens)", min_value=256, initial=4096, help_text=_help("n_ctx")
     )
@@ -146,8 +172,15 @@ class DeploymentForm(forms.Form):
         return parse_options(self.cleaned_data.get("extra_options") or "")
 
     def deployment_fields(self) -> dict[str, Any]:
-        """The cleaned values as ``Deployment`` fields (those that parsed)."""
-        return {name: self.cleaned_data[name] for name in PLAIN_FIELDS if name in self.cleaned_data}
+        """The cleaned values as ``Deployment`` fields (those that parsed); no minimum
+        given means every replica runs (always on)."""
+        fields = {n: self.cleaned_data[n] for n in PLAIN_FIELDS if n in self.cleaned_data}
+        for name in ("idle_timeout", "cold_start_timeout", "max_queue"):
+            if fields.get(name) is None:
+                fields.pop(name, None)  # left empty: the model's default
+        if fields.get("min_replicas") is None:
+            fields["min_replicas"] = fields.get("replicas", 1)
+        return fields
 
     def gpu_selection(self) -> tuple[list[Gpu], list[Gpu]]:
         data = self.cleaned_data

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -122,10 +122,12 @@ def do_reserve_port(
 
 
 def do_record_launch(instance: Instance, pid: int, server_pid: int) -> bool:
+    now = timezone.now()
     updated = Instance.objects.filter(pk=instance.pk, state=S.STARTING).update(
-        pid=pid, server_pid=server_pid, updated_at=timezone.now()
+        pid=pid, server_pid=server_pid, updated_at=now
     )
     if updated:
+        InstanceRun.objects.filter(instance=instance, ended_at__isnull=True).update(launched_at=now)
         instance.pid, instance.server_pid = pid, server_pid
         events.instance_changed(instance)
     return bool(updated)
@@ -137,11 +139,31 @@ def do_mark_running(instance: Instance, measured: Mapping[str, int]) -> bool:
     with transaction.atomic():
         if not move(instance, (S.STARTING, S.UNREACHABLE), S.RUNNING, ready_at=now, reason=""):
             return False
+        run = InstanceRun.objects.filter(instance=instance, ended_at__isnull=True).first()
+        phases = start_phases(instance, run, now) if run and run.ready_at is None else None
         InstanceRun.objects.filter(instance=instance, ended_at__isnull=True).update(
-            ready_at=now, measured=dict(measured)
+            ready_at=now, measured=dict(measured), **({"phases": phases} if phases else {})
         )
         apply_measurement(instance, measured)
     return True
+
+
+def start_phases(instance: Instance, run: InstanceRun, ready: datetime) -> dict[str, float]:
+    """Seconds of each phase of a start that ended ready now: placement (pending → placed),
+    download (placed → file on the node, when one was needed), queue (→ a worker took
+    it), spawn (→ the backend's pids), load (→ it answered)."""
+    marks = [
+        ("placement", instance.pending_since, instance.placed_at),
+        ("download", instance.placed_at, instance.files_at),
+        ("queue", instance.files_at or instance.placed_at, run.started_at),
+        ("spawn", run.started_at, run.launched_at),
+        ("load", run.launched_at, ready),
+    ]
+    return {
+        name: round((end - begin).total_seconds(), 3)
+        for name, begin, end in marks
+        if begin is not None and end is not None and end >= begin
+    }
 
 
 def apply_measurement(instance: Instance, measured: Mapping[str, int]) -> None:
@@ -205,7 +227,9 @@ def do_requeue_failed(now: Any = None) -> int:
     )
     count = 0
     for instance in due:
-        count += move(instance, (S.FAILED,), S.PENDING, node=None, next_attempt_at=None)
+        count += move(
+            instance, (S.FAILED,), S.PENDING, node=None, next_attempt_at=None, pending_since=now
+        )
     return count
 
 
@@ -216,6 +240,7 @@ def do_back_to_pending(instance: Instance, reason: str) -> bool:
             instance,
             (S.SCHEDULED, S.WAITING_FOR_FILES),
             S.PENDING,
+            pending_since=timezone.now(),
             reason=reason,
             node=None,
             model_file=None,

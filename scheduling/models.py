@@ -69,6 +69,10 @@ class Deployment(models.Model):
         validators=[MaxValueValidator(100_000)],
         help_text="requests that may wait for an instance (more: 429)",
     )
+    waiting = models.PositiveIntegerField(
+        default=0, editable=False, help_text="requests the gateway holds for a cold start"
+    )
+    waiting_since = models.DateTimeField(null=True, blank=True, editable=False)
     desired_state = models.CharField(
         max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING
     )
@@ -209,6 +213,11 @@ class Instance(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     last_request_at = models.DateTimeField(null=True, blank=True)
+    # When its current start began (created, or back to pending), was placed, and had its
+    # file on the node: the phases of a start (``InstanceRun.phases``).
+    pending_since = models.DateTimeField(null=True, blank=True)
+    placed_at = models.DateTimeField(null=True, blank=True)
+    files_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["deployment__served_name", "created_at"]
@@ -273,6 +282,10 @@ class InstanceRun(models.Model):
     exit_signal = models.CharField(max_length=16, blank=True)
     last_lines = models.TextField(blank=True)
     measured = models.JSONField(default=dict, blank=True)
+    launched_at = models.DateTimeField(null=True, blank=True, help_text="pids recorded")
+    phases = models.JSONField(
+        default=dict, blank=True, help_text="seconds: placement, download, queue, spawn, load"
+    )
 
     class Meta:
         ordering = ["instance", "-number"]
@@ -282,6 +295,16 @@ class InstanceRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance} run {self.number}"
+
+    PHASES = ("placement", "download", "queue", "spawn", "load")
+
+    @property
+    def phase_rows(self) -> list[tuple[str, float]]:
+        return [(name, self.phases[name]) for name in self.PHASES if name in self.phases]
+
+    @property
+    def phase_total(self) -> float | None:
+        return round(sum(self.phases.values()), 3) if self.phases else None
 
     @property
     def outcome(self) -> str:

@@ -79,7 +79,7 @@ class _Writes:
 
 PLACED_FIELDS = [
     "state", "node_id", "placement_kind", "n_gpu_layers", "tensor_split", "host_bytes",
-    "estimated", "measured", "reason", "next_attempt_at", "updated_at",
+    "estimated", "measured", "reason", "next_attempt_at", "updated_at", "placed_at", "files_at",
 ]  # fmt: skip
 
 
@@ -166,6 +166,7 @@ def stage_placement(instance: Instance, placement: Placement) -> list[GpuClaim]:
     instance.host_bytes = placement.host_bytes
     instance.estimated, instance.measured = estimated, {}
     instance.reason, instance.next_attempt_at = "", None
+    instance.placed_at, instance.files_at = timezone.now(), None
     return [
         GpuClaim(instance=instance, gpu_id=gpu_id, position=position, estimated=size, claimed=size)
         for position, (gpu_id, size) in enumerate(pairs)

@@ -13,7 +13,7 @@ from django.db.models import Prefetch, QuerySet
 
 from inventory.models import Gpu
 from inventory.presenters import gpu_row
-from scheduling import backend
+from scheduling import backend, evicting
 from scheduling.choices import InstanceState
 from scheduling.models import Deployment, GpuClaim, Instance, InstanceRun
 
@@ -64,13 +64,31 @@ def get_deployment(deployment_id: Any) -> Deployment | None:
 
 
 def summary_context(deployment: Deployment, operator: bool) -> dict[str, Any]:
+    starts = recent_starts(deployment)
     return {
         "deployment": deployment,
         "row": deployment_row(deployment),
         "can_operate": operator,
         "only_gpus": list(deployment.only_gpus.all()),
         "exclude_gpus": list(deployment.exclude_gpus.all()),
+        "starts": starts,
+        "start_estimate": start_estimate(starts),
+        "evictions": evicting.recent(deployment),
     }
+
+
+def recent_starts(deployment: Deployment, limit: int = 5) -> list[InstanceRun]:
+    """The last starts that became ready, with their phases (any instance, stopped too)."""
+    runs = InstanceRun.objects.filter(instance__deployment=deployment, ready_at__isnull=False)
+    return list(runs.select_related("node").order_by("-ready_at")[:limit])
+
+
+def start_estimate(starts: list[InstanceRun]) -> float | None:
+    """About how long a cold start takes: the last measured one, all phases."""
+    for run in starts:
+        if run.phases:
+            return round(sum(run.phases.values()), 1)
+    return None
 
 
 def _instances() -> QuerySet[Instance]:

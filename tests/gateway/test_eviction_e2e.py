@@ -58,6 +58,7 @@ print(json.dumps({{name: [i.state for i in Instance.objects.filter(
     deployment__served_name=name).exclude(state="stopped")] for name in ("low", "high")}}))
 """
 
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("eviction-stack")

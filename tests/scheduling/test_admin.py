@@ -9,10 +9,10 @@ from django.urls import reverse
 
 from scheduling import models
 from scheduling.choices import DesiredState, InstanceState
-from scheduling.models import Deployment, GpuClaim, Instance, InstanceRun
+from scheduling.models import Deployment, Eviction, GpuClaim, Instance, InstanceRun
 
 pytestmark = pytest.mark.django_db
-MODELS = [Deployment, Instance, GpuClaim, InstanceRun]
+MODELS = [Deployment, Instance, GpuClaim, InstanceRun, Eviction]
 
 
 @pytest.fixture
@@ -23,6 +23,9 @@ def placed(fleet, model_7b, queued, django_capture_on_commit_callbacks):
         deployment = actions.do_create_deployment(model=model_7b, served_name="seven")
     instance = deployment.instances.get()
     InstanceRun.objects.create(instance=instance, number=1, log_path="/tmp/x.log")
+    Eviction.objects.create(
+        evicted=deployment, for_deployment=deployment, text="stopped seven (…) to start seven"
+    )
     return deployment
 
 

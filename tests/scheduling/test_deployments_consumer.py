@@ -145,10 +145,22 @@ async def test_another_deployments_claim_on_a_shared_gpu_redraws_the_memory_bars
     await communicator.disconnect()
 
 
-def test_the_overview_ignores_deployment_and_instance_events(db):
-    for kind in ("deployment.changed", "instance.changed"):
-        event = make_event(kind, deployment_id="x", instance_id="y", node_id="z")
-        assert overview.render_event(event) == ""
+def test_the_overview_ignores_instance_events(db):
+    event = make_event("instance.changed", deployment_id="x", instance_id="y", node_id="z")
+    assert overview.render_event(event) == ""
+
+
+def test_the_overview_shows_only_its_cold_start_panel_after_a_deployment_event(
+    fleet, model_7b, queued
+):
+    deployment = _create(model_7b)
+    event = make_event("deployment.changed", deployment_id=str(deployment.pk))
+    assert overview.render_event(event).strip() == (
+        '<section id="cold-starts" hx-swap-oob="true"></section>'
+    )
+    Deployment.objects.filter(pk=deployment.pk).update(waiting=3)
+    html = overview.render_event(make_event("deployment.changed", deployment_id="x"))
+    assert "Cold start of" in html and "3 requests waiting" in html and "seven-b" in html
 
 
 def test_an_instance_of_another_deployment_elsewhere_sends_nothing(fleet, model_7b, queued):

@@ -1,0 +1,1 @@
+"""Pages of the gateway: inference keys (list, create once-shown, revoke) and usage."""
