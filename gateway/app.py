@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
@@ -32,6 +32,7 @@ from gateway.errors import GatewayError, bad_request
 from gateway.table import Route, Table
 
 logger = logging.getLogger("gpufleet.gateway")
+COLD_POLL = 0.05  # seconds between route reads while requests wait for a cold start
 FORWARDED = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completion",
@@ -59,9 +60,15 @@ class Gateway:
         self.table = Table()
         self.keys = keys.KeyCache()
         self.usage = usage.Usage()
-        self.ondemand = ondemand.OnDemand(self.table, lambda d, n: _db(_demand, d, n))
+        self.ondemand = ondemand.OnDemand(
+            self.table,
+            lambda d, n: _db(_demand, d, n),
+            self._watch_cold_starts,
+            self._reload_after_demand,
+        )
+        self._watcher: asyncio.Task[None] | None = None
         self.feed = feed.Feed(self.reload_routes, self.reload_keys)
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Lock | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -82,9 +89,12 @@ class Gateway:
             self.loop = loop
 
     async def _start(self) -> None:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-        timeout = httpx.Timeout(connect=5.0, read=None, write=60.0, pool=None)
-        self.client = httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
+        # No overall or read timeout: a stream lasts as long as the model generates.
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0)
+        self.client = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False, trust_env=False
+        )
         if not self.live:
             return
         await self.reload_keys()
@@ -98,6 +108,21 @@ class Gateway:
 
     async def reload_keys(self) -> None:
         self.keys.replace(await _db(keys.load_keys))
+
+    async def _reload_after_demand(self) -> None:
+        if self.live:
+            await self.feed.safely(self.reload_routes)
+
+    def _watch_cold_starts(self) -> None:
+        """While requests wait for an instance, read the routes every ``COLD_POLL`` s
+        instead of waiting for the event relay (one query per tick, only then)."""
+        if self.live and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.get_running_loop().create_task(self._poll_while_waiting())
+
+    async def _poll_while_waiting(self) -> None:
+        while self.ondemand.queues:
+            await asyncio.sleep(COLD_POLL)
+            await self.feed.safely(self.reload_routes)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -126,11 +151,13 @@ class Gateway:
 
     async def stop(self) -> None:
         self.feed.stop()
+        if self._watcher is not None:
+            self._watcher.cancel()
         for task in self._tasks:
             task.cancel()
         await self.flush()
         if self.client is not None:
-            await self.client.aclose()
+            await self.client.close()
         self.loop = None
 
     # --- requests -------------------------------------------------------------------------

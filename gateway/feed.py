@@ -95,16 +95,16 @@ class Feed:
             if kind in ROUTE_KINDS:
                 self.dirty.set()
             elif kind == "key.changed":
-                await self._safely(self.reload_keys)
+                await self.safely(self.reload_keys)
 
     async def _reloader(self) -> None:
         while True:
             await self.dirty.wait()
             self.dirty.clear()
-            await self._safely(self.reload_routes)
+            await self.safely(self.reload_routes)
 
     @staticmethod
-    async def _safely(reload: Callable[[], Awaitable[None]]) -> None:
+    async def safely(reload: Callable[[], Awaitable[None]]) -> None:
         try:
             await reload()
         except Exception:  # the database may be restarting: the next event or resync retries

@@ -32,9 +32,20 @@ Demand = Callable[[str, int], Awaitable[object]]
 
 
 class OnDemand:
-    def __init__(self, table: Table, demand: Demand) -> None:
+    def __init__(
+        self,
+        table: Table,
+        demand: Demand,
+        on_wait: Callable[[], None] = lambda: None,
+        after_demand: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.table = table
         self.demand = demand
+        self.on_wait = on_wait  # a request started waiting (the gateway watches closely)
+        self.after_demand = after_demand  # re-read the routes once the demand was placed
+        # Served names whose placement ran since their requests began to wait: only then
+        # does a refusal on the table answer them (an older one may be stale).
+        self.fresh: set[str] = set()
         self.queues: dict[str, deque[asyncio.Future[None]]] = {}
         self.asked: dict[str, float] = {}  # served name → when we last asked (monotonic)
         self.tasks: set[asyncio.Task[object]] = set()
@@ -68,10 +79,13 @@ class OnDemand:
                 429, f"{len(queue)} requests already wait for {route.served_name}; try later.",
                 code="queue_full", headers={"Retry-After": "5"},
             )  # fmt: skip
+        if not queue:
+            self.fresh.discard(route.served_name)  # a new wait: old refusals do not count
         if not route.coming():
             self._ask(route, len(route.routable()) + 1)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue.append(future)
+        self.on_wait()
         try:
             await asyncio.wait_for(asyncio.shield(future), route.cold_start_timeout)
         except TimeoutError:
@@ -102,18 +116,24 @@ class OnDemand:
         task.add_done_callback(self.tasks.discard)
 
     async def _demand(self, route: Route, wanted: int) -> object:
+        """Ask the scheduler (its placement pass runs before the call returns), then
+        re-read the routes: what waits is released, or refused with a fresh reason."""
         try:
-            return await self.demand(route.deployment_id, wanted)
+            result = await self.demand(route.deployment_id, wanted)
         except Exception:
             logger.exception("asking for an instance of %s failed", route.served_name)
             self.asked.pop(route.served_name, None)  # the next request asks again
             return None
+        self.fresh.add(route.served_name)
+        if self.after_demand is not None:
+            await self.after_demand()
+        return result
 
     def wake(self) -> None:
         """After the routing table changed: release or fail what waits."""
         for name, queue in list(self.queues.items()):
             route = self.table.get(name)
-            error = self._verdict(route)
+            error = self._verdict(route, name in self.fresh)
             if route is not None and error is None and not route.routable():
                 continue
             for future in queue:
@@ -126,7 +146,7 @@ class OnDemand:
                 self.asked.pop(name, None)
 
     @staticmethod
-    def _verdict(route: Route | None) -> GatewayError | None:
+    def _verdict(route: Route | None, fresh: bool) -> GatewayError | None:
         if route is None:
             return GatewayError(404, "The deployment was deleted.", code="model_not_found")
         if not route.running:
@@ -134,7 +154,7 @@ class OnDemand:
         if route.routable() or route.coming() or route.restarting():
             return None
         reason = route.refusal()
-        if reason:
+        if reason and fresh:
             return GatewayError(
                 503, f"No capacity for {route.served_name}: {reason}", code="no_capacity"
             )

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from gateway.asgi_io import Send
 from gateway.table import Backend
@@ -142,7 +142,7 @@ def error_event(message: str) -> bytes:
 
 
 async def forward(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     backend: Backend,
     path: str,
     body: bytes,
@@ -151,43 +151,47 @@ async def forward(
     strip_usage: bool = False,
 ) -> None:
     """Send ``body`` to ``backend`` and its answer to the client (see the module doc)."""
-    request = client.build_request(
-        "POST", backend.base_url + path, content=body,
-        headers={"content-type": "application/json", "accept": "*/*"},
-    )  # fmt: skip
     try:
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as exc:
+        response = await client.post(backend.base_url + path, data=body, headers=_HEADERS)
+    except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamFailed(f"cannot reach {backend.node}:{backend.port}: {exc!r}") from exc
+    done = False
     try:
-        if response.status_code >= 500:
-            text = (await response.aread())[:300].decode("utf-8", "replace")
-            raise UpstreamFailed(f"HTTP {response.status_code} from the backend: {text}")
-        exchange.status = response.status_code
-        if response.headers.get("content-type", "").startswith("text/event-stream"):
+        if response.status >= 500:
+            text = (await response.read())[:300].decode("utf-8", "replace")
+            raise UpstreamFailed(f"HTTP {response.status} from the backend: {text}")
+        exchange.status = response.status
+        if response.content_type == "text/event-stream":
             await _stream(response, send, exchange, strip_usage)
         else:
             await _whole(response, send, exchange)
+        done = True
     finally:
-        await response.aclose()
+        if done:
+            response.release()  # the connection goes back to the pool
+        else:
+            response.close()  # cancelled or failed: the backend sees the connection close
 
 
-async def _whole(response: httpx.Response, send: Send, exchange: Exchange) -> None:
+_HEADERS = {"content-type": "application/json", "accept": "*/*"}
+
+
+async def _whole(response: aiohttp.ClientResponse, send: Send, exchange: Exchange) -> None:
     try:
-        data = await response.aread()
-    except httpx.HTTPError as exc:
+        data = await response.read()
+    except (aiohttp.ClientError, OSError) as exc:
         raise UpstreamFailed(f"the backend's answer broke off: {exc!r}") from exc
     exchange.first_byte = time.monotonic()
-    if response.status_code < 400 and b'"usage"' in data:
+    if response.status < 400 and b'"usage"' in data:
         parsed = _loads(data)
         usage = parsed.get("usage") if isinstance(parsed, dict) else None
         exchange.usage = usage if isinstance(usage, dict) else {}
     headers = [
-        (name, value) for name, value in response.headers.raw if name.lower() in PASSED_HEADERS
+        (name, value) for name, value in response.raw_headers if name.lower() in PASSED_HEADERS
     ]
     headers.append((b"content-length", str(len(data)).encode()))
     exchange.started = True
-    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 
 
@@ -199,21 +203,21 @@ def _loads(data: bytes) -> Any:
 
 
 async def _stream(
-    response: httpx.Response, send: Send, exchange: Exchange, strip_usage: bool
+    response: aiohttp.ClientResponse, send: Send, exchange: Exchange, strip_usage: bool
 ) -> None:
     exchange.started = True
-    await send({"type": "http.response.start", "status": response.status_code,
+    await send({"type": "http.response.start", "status": response.status,
                 "headers": SSE_HEADERS})  # fmt: skip
     scanner = SseScanner(exchange, strip_usage)
     failure = ""
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.content.iter_any():
             out = scanner.feed(chunk)
             if out:
                 if exchange.first_byte is None:
                     exchange.first_byte = time.monotonic()
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, OSError) as exc:
         failure = f"The backend's stream broke off: {exc!r}"
     if not failure and not scanner.done:
         failure = "The backend's stream ended before [DONE]."

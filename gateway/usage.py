@@ -78,7 +78,7 @@ class Outcome:
 @dataclass
 class Usage:
     counts: dict[tuple[int, str, str], Counts] = field(default_factory=dict)
-    instances: set[str] = field(default_factory=set)
+    instances: dict[str, float] = field(default_factory=dict)  # instance id → last use (epoch)
     keys: set[str] = field(default_factory=set)
 
     def record(self, outcome: Outcome, now: float | None = None) -> None:
@@ -98,12 +98,13 @@ class Usage:
         _observe(outcome)
 
     def used(self, instance_id: str) -> None:
-        self.instances.add(instance_id)
+        """A request to this instance began or ended now."""
+        self.instances[instance_id] = time.time()
 
     def take(self) -> Usage:
         """What was counted so far; this object starts afresh."""
         taken = Usage(self.counts, self.instances, self.keys)
-        self.counts, self.instances, self.keys = {}, set(), set()
+        self.counts, self.instances, self.keys = {}, {}, set()
         return taken
 
 
@@ -134,9 +135,10 @@ def flush(batch: Usage, busy: list[str], waiting: dict[str, int] | None = None) 
     now = timezone.now()
     for (minute, key_id, served_name), counts in batch.counts.items():
         _add_minute(datetime.fromtimestamp(minute, tz=UTC), key_id, served_name, counts)
-    active = batch.instances | set(busy)
-    if active:
-        Instance.objects.filter(pk__in=active).update(last_request_at=now)
+    last_use = {i: datetime.fromtimestamp(t, tz=UTC) for i, t in batch.instances.items()}
+    last_use |= dict.fromkeys(busy, now)  # a request in flight: in use now
+    for instance_id, when in last_use.items():
+        Instance.objects.filter(pk=instance_id).update(last_request_at=when)
     if batch.keys:
         InferenceKey.objects.filter(pk__in=batch.keys).update(last_used_at=now)
 

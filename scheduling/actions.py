@@ -213,6 +213,10 @@ def do_demand(deployment_id: Any, wanted: int) -> bool:
             events.deployment_changed(deployment)
         before = len(live_instances(deployment))
         reconcile(deployment)
+        if deployment.instances.filter(state=S.PENDING).exists():
+            # A fresh verdict for instances placement refused before (it runs after
+            # commit, before this returns): the gateway answers waiting requests by it.
+            placing.run_pass_after_commit(f"{deployment} asked for by traffic")
     return len(live_instances(deployment)) > before
 
 

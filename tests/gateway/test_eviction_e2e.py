@@ -86,7 +86,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop_all()
-        _stop_backends()
+        _stop_backends(NODE)
 
 
 def _states(stack: Stack) -> dict[str, list[str]]:
@@ -118,7 +118,7 @@ def test_the_higher_priority_deployment_evicts_only_an_idle_lower_one(stack: Sta
         busy.set()
         worker.join()
 
-    time.sleep(4)  # now low is idle
+    time.sleep(5)  # now low is idle (3 s without a request, written within 2 s)
     assert _ask(stack, "high")
     states = _states(stack)
     assert states["high"] == ["running"] and states["low"] == []

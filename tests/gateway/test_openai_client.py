@@ -84,11 +84,11 @@ _NODES = (
 )
 
 
-def _stop_backends() -> None:
+def _stop_backends(node: str = NODE) -> None:
     from scheduling import backend
 
     for found in backend.find_backends():
-        if found.node == NODE:
+        if found.node == node:
             backend.stop(found.pid, found.pid, timeout=5)
 
 
