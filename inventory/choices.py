@@ -16,6 +16,7 @@ class AlertKind(models.TextChoices):
     OOM_RISK = "oom_risk", "GPU memory nearly full"
     ESTIMATE_EXCEEDED = "estimate_exceeded", "Backend uses more than estimated"
     INSTANCE_FAILED = "instance_failed", "Backend failed"
+    MEMORY_NOT_RELEASED = "memory_not_released", "GPU memory not given back"
 
 
 class Severity(models.TextChoices):

@@ -127,7 +127,9 @@ def do_record_launch(instance: Instance, pid: int, server_pid: int) -> bool:
         pid=pid, server_pid=server_pid, updated_at=now
     )
     if updated:
-        InstanceRun.objects.filter(instance=instance, ended_at__isnull=True).update(launched_at=now)
+        InstanceRun.objects.filter(instance=instance, ended_at__isnull=True).update(
+            launched_at=now, server_pid=server_pid
+        )
         instance.pid, instance.server_pid = pid, server_pid
         events.instance_changed(instance)
     return bool(updated)

@@ -283,6 +283,7 @@ class InstanceRun(models.Model):
     last_lines = models.TextField(blank=True)
     measured = models.JSONField(default=dict, blank=True)
     launched_at = models.DateTimeField(null=True, blank=True, help_text="pids recorded")
+    server_pid = models.PositiveIntegerField(null=True, blank=True)
     phases = models.JSONField(
         default=dict, blank=True, help_text="seconds: placement, download, queue, spawn, load"
     )

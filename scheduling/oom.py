@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.conf import settings
+from django.utils import timezone
 
 from inventory import alerts
 from inventory.choices import AlertKind, Severity
@@ -19,7 +22,7 @@ from inventory.models.gpus import backend_pids
 from inventory.presenters import memory_load
 from models_app.estimator import format_bytes
 from scheduling.choices import InstanceState
-from scheduling.models import GpuClaim
+from scheduling.models import GpuClaim, InstanceRun
 
 
 def gpu_risk_key(gpu: Gpu) -> str:
@@ -51,6 +54,43 @@ def check_node(node: Node) -> None:
         else:
             alerts.clear_alert(gpu_risk_key(gpu))
     _check_estimates(node)
+    check_released(node)
+
+
+RELEASE_WITHIN = 30.0  # seconds a stopped backend's GPU memory may take to come back
+RELEASE_WATCH = 600.0  # how long after a stop its memory is still looked for
+
+
+def released_key(run: InstanceRun) -> str:
+    return f"{AlertKind.MEMORY_NOT_RELEASED}:{run.pk}"
+
+
+def check_released(node: Node, now: datetime | None = None) -> None:
+    """A backend that stopped more than ``RELEASE_WITHIN`` s ago but whose pid NVML still
+    lists on a GPU of the node has not given its memory back: an alert, until it has."""
+    now = now or timezone.now()
+    runs = InstanceRun.objects.filter(
+        node=node, server_pid__isnull=False,
+        ended_at__gte=now - timedelta(seconds=RELEASE_WATCH),
+        ended_at__lte=now - timedelta(seconds=RELEASE_WITHIN),
+    ).select_related("instance__deployment")  # fmt: skip
+    holding = {
+        int(process["pid"]): gpu
+        for gpu in Gpu.objects.filter(node=node, present=True)
+        for process in gpu.processes or []
+        if isinstance(process, dict) and process.get("pid")
+    }
+    for run in runs:
+        gpu = holding.get(run.server_pid or 0)
+        if gpu is None:
+            alerts.clear_alert(released_key(run))
+            continue
+        alerts.raise_alert(
+            released_key(run), AlertKind.MEMORY_NOT_RELEASED,
+            f"{run.instance.deployment.served_name} stopped at {run.ended_at:%H:%M:%S} but its "
+            f"process {run.server_pid} still holds memory on GPU {gpu.index} of {node.name}.",
+            severity=Severity.WARNING, node=node, gpu=gpu,
+        )  # fmt: skip
 
 
 def _check_estimates(node: Node) -> None:

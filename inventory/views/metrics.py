@@ -98,4 +98,14 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return unauthorized()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry) + generate_latest(gateway_registry())
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def gateway_registry() -> CollectorRegistry:
+    """The gateway's request, token, TTFT, queue-wait and cold-start series of this
+    process (the gateway mounted at /v1 beside the dashboard; a gateway run on its own
+    counts its own)."""
+    from gateway.usage import REGISTRY
+
+    return REGISTRY

@@ -38,10 +38,19 @@ root = Path({root!r}); root.mkdir(parents=True, exist_ok=True)
 model = add_path_model(node, str(path))
 actions.do_create_deployment(model=model, served_name="tiny-chat", n_ctx=512)
 actions.do_create_deployment(model=model, served_name="tiny-cold", n_ctx=512, replicas=1,
-    min_replicas=0, idle_timeout=6, max_queue=2, cold_start_timeout=120)
+    min_replicas=0, idle_timeout=6, max_queue=32, cold_start_timeout=120)
+actions.do_create_deployment(model=model, served_name="tiny-narrow", n_ctx=512, replicas=1,
+    min_replicas=0, idle_timeout=600, max_queue=1, cold_start_timeout=120)
 _, every = InferenceKey.issue("every model")
 _, cold_only = InferenceKey.issue("cold only", served_names=["tiny-cold"])
 print(json.dumps({{"every": every, "cold_only": cold_only}}))
+"""
+
+PHASES = """
+import json
+from scheduling.models import InstanceRun
+run = InstanceRun.objects.filter(instance__deployment__served_name="tiny-cold").first()
+print(json.dumps(run.phases))
 """
 
 STATES = """
@@ -116,7 +125,7 @@ def _client(stack: Stack, key: str | None = None) -> openai.OpenAI:
 
 def test_the_models_list_names_the_deployments(stack: Stack):
     names = sorted(model.id for model in _client(stack).models.list())
-    assert names == ["tiny-chat", "tiny-cold"]
+    assert names == ["tiny-chat", "tiny-cold", "tiny-narrow"]
     only = _client(stack, stack.keys["cold_only"]).models.list()  # type: ignore[attr-defined]
     assert [model.id for model in only] == ["tiny-cold"]
 
@@ -181,25 +190,27 @@ def test_a_scale_to_zero_deployment_starts_on_its_first_request_and_is_released_
 ):
     assert _states(stack, "tiny-cold") == [], "nothing runs before the first request"
     client = _client(stack)
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
         answers = list(
             pool.map(
                 lambda _: client.completions.create(model="tiny-cold", prompt="a", max_tokens=2),
-                range(2),
+                range(20),
             )
         )
-    assert all(isinstance(a.choices[0].text, str) for a in answers)
-    assert _states(stack, "tiny-cold") == ["running"], "two first requests start one instance"
+    assert len(answers) == 20 and all(isinstance(a.choices[0].text, str) for a in answers)
+    assert _states(stack, "tiny-cold") == ["running"], "20 first requests start one instance"
+    runs = json.loads(stack.manage("shell", "-c", PHASES).strip().splitlines()[-1])
+    assert {"placement", "queue", "spawn", "load"} <= set(runs), "the start's phases"
     _wait(lambda: _rows(stack, "tiny-cold") == [], 60, "the idle instance is released")
 
 
 def test_requests_beyond_the_queue_limit_get_429(stack: Stack):
-    _wait(lambda: _rows(stack, "tiny-cold") == [], 60, "tiny-cold is at zero")
+    assert _rows(stack, "tiny-narrow") == []
     client = _client(stack)
 
     def ask(_: int) -> str:
         try:
-            client.completions.create(model="tiny-cold", prompt="a", max_tokens=2)
+            client.completions.create(model="tiny-narrow", prompt="a", max_tokens=2)
         except openai.RateLimitError:
             return "429"
         return "ok"

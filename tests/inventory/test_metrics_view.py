@@ -111,3 +111,19 @@ def test_an_empty_fleet_still_answers(token_client):
 
 def test_metrics_only_answer_get(token_client, db):
     assert token_client.post(URL).status_code == 405
+
+
+def test_metrics_include_the_gateways_series_by_served_name(token_client, db):
+    from gateway.usage import Outcome, Usage
+
+    Usage().record(
+        Outcome("key", "dep", "metrics-model", 200, prompt_tokens=5, completion_tokens=7,
+                ttft=0.02, queue_wait=1.5, cold_start=1.5)
+    )  # fmt: skip
+    text = token_client.get("/metrics").content.decode()
+    name = 'served_name="metrics-model"'
+    assert f'gpufleet_gateway_requests_total{{{name},status="200"}}' in text
+    assert f'gpufleet_gateway_tokens_total{{kind="completion",{name}}}' in text
+    assert f"gpufleet_gateway_time_to_first_token_seconds_count{{{name}}}" in text
+    assert f"gpufleet_gateway_queue_wait_seconds_count{{{name}}}" in text
+    assert f"gpufleet_gateway_cold_start_seconds_count{{{name}}}" in text

@@ -77,3 +77,39 @@ def test_the_gpu_page_shows_claims_by_instance_and_the_oom_risk(viewer_client, c
     assert "Memory for placement" in page
     assert "OOM risk" in page
     assert "76,800 MiB" in page  # the claim, estimated and claimed
+
+
+def _stopped_run(gpu, seconds_ago: float, pid: int = 4242):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from scheduling.models import InstanceRun
+
+    instance = claim(gpu, GIB, state="stopped").instance
+    return InstanceRun.objects.create(
+        instance=instance, number=1, node=gpu.node, log_path="/tmp/x.log", server_pid=pid,
+        ended_at=timezone.now() - timedelta(seconds=seconds_ago),
+    )  # fmt: skip
+
+
+def test_memory_a_stopped_backend_still_holds_after_30_s_raises_an_alert(card):
+    run = _stopped_run(card, seconds_ago=45)
+    card.processes = [{"pid": 4242, "memory_used": GIB, "name": "llama_cpp.server"}]
+    card.save()
+    oom.check_node(card.node)
+    (alert,) = active(AlertKind.MEMORY_NOT_RELEASED)
+    assert "still holds memory on GPU 0" in alert.message
+    card.processes = []
+    card.save()
+    oom.check_node(card.node)
+    assert not active(AlertKind.MEMORY_NOT_RELEASED), "cleared once it is given back"
+    assert run.pk
+
+
+def test_memory_is_given_time_to_come_back_after_a_stop(card):
+    _stopped_run(card, seconds_ago=5)
+    card.processes = [{"pid": 4242, "memory_used": GIB, "name": "llama_cpp.server"}]
+    card.save()
+    oom.check_node(card.node)
+    assert not active(AlertKind.MEMORY_NOT_RELEASED)
