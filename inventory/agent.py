@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 from django.conf import settings
 from django.db import OperationalError, close_old_connections
+from django.utils import timezone
 
 from inventory import actions, telemetry
 from inventory.models import Node
@@ -77,12 +78,13 @@ class Agent:
 
     def tick(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        read_at = timezone.now()  # the readings' time: what happened after is not in them
         readings = self.probe.read()
         if self._is_due("rediscover", REDISCOVER_EVERY, now) or any(
             r.uuid and r.uuid not in self._known for r in readings
         ):
             self.node = self.register()
-        telemetry.record_readings(self.node, readings)
+        telemetry.record_readings(self.node, readings, read_at)
         facts = None
         if self._is_due("facts", FACTS_EVERY, now):
             facts = host_facts(settings.GPUFLEET_STORAGE_ROOTS)

@@ -53,6 +53,8 @@ def record_readings(
             _gpu_missing(gpu, active)
             changed.append(gpu)
     Gpu.objects.bulk_update(changed, _READING_FIELDS)
+    # Memory given back before this reading is in it now.
+    Gpu.objects.filter(node=node, released_at__lte=now).exclude(released=0).update(released=0)
     GpuSample.objects.bulk_create(samples, ignore_conflicts=True)
     ours = backend_pids(gpu__node=node)
     rows = [gpu_row(g, ours) for g in sorted(gpus.values(), key=lambda g: g.index)]

@@ -35,6 +35,7 @@ HAVING_STATES = (
 def gpu_view(gpu: Gpu, ours: set[int] | None = None) -> GpuView:
     """``ours``: server pids of our backends on this GPU (looked up when not given)."""
     foreign = gpu.foreign_given(ours if ours is not None else gpu.our_pids())
+    foreign = max(foreign - gpu.released_since_reading, 0)  # a stopped backend's, stale
     return GpuView(
         id=str(gpu.pk),
         node_id=str(gpu.node_id),
@@ -44,7 +45,7 @@ def gpu_view(gpu: Gpu, ours: set[int] | None = None) -> GpuView:
         reserved=gpu.reserved,
         claimed=gpu.claimed,
         foreign=foreign,
-        observed_free=gpu.memory_free,
+        observed_free=gpu.free_now,
         priority=gpu.priority,
         enabled=gpu.enabled,
         present=gpu.present,

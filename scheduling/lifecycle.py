@@ -11,8 +11,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
+from inventory.models import Gpu
 from scheduling import events
 from scheduling.choices import PROCESS_STATES, InstanceState
 from scheduling.models import GpuClaim, Instance, InstanceRun, log_file_name
@@ -34,8 +36,15 @@ def move(instance: Instance, source: Sequence[str], target: str, **fields: Any) 
     return bool(moved)
 
 
-def release_claims(instance: Instance) -> None:
-    GpuClaim.objects.filter(instance=instance).delete()
+def release_claims(instance: Instance, running: bool = False) -> None:
+    """Delete its claims. ``running``: its process held that memory and has just ended,
+    so the GPUs' last readings still count it as used (``Gpu.released``)."""
+    claims = GpuClaim.objects.filter(instance=instance)
+    if running:
+        now = timezone.now()
+        for gpu_id, size in claims.values_list("gpu_id", "claimed"):
+            Gpu.objects.filter(pk=gpu_id).update(released=F("released") + size, released_at=now)
+    claims.delete()
 
 
 def enqueue(instance: Instance, task: str) -> None:
@@ -200,6 +209,7 @@ def do_mark_failed(
 ) -> bool:
     """The backend died or could not start: claims released, a restart after a backoff."""
     restarts = instance.restart_count + 1
+    had_process = bool(instance.server_pid)  # its memory is in the GPUs' last readings
     with transaction.atomic():
         moved = move(
             instance,
@@ -214,7 +224,7 @@ def do_mark_failed(
             port=None,
         )
         if moved:
-            release_claims(instance)
+            release_claims(instance, running=had_process)
             _end_run(instance, exit_code, signal, last_lines)
     if moved:
         logger.warning("instance %s failed: %s", instance, error)
@@ -271,7 +281,7 @@ def do_mark_stopped(instance: Instance, exit_code: int | None = None, signal: st
     with transaction.atomic():
         moved = move(instance, (S.STOPPING,), S.STOPPED, pid=None, server_pid=None, port=None)
         if moved:
-            release_claims(instance)
+            release_claims(instance, running=True)
             _end_run(instance, exit_code, signal, "")
     return moved
 

@@ -48,6 +48,10 @@ class Gpu(models.Model):
     power_draw = models.FloatField(null=True, blank=True, help_text="watts")
     processes = models.JSONField(default=list, blank=True)
     sampled_at = models.DateTimeField(null=True, blank=True)
+    # Memory our backends gave back after the last reading (their claims were released
+    # when they stopped): still "used" in that reading, free in fact. Reset by the next one.
+    released = models.PositiveBigIntegerField(default=0)
+    released_at = models.DateTimeField(null=True, blank=True)
     error = models.CharField(max_length=255, blank=True)
 
     objects = GpuQuerySet.as_manager()
@@ -81,6 +85,20 @@ class Gpu(models.Model):
     @property
     def memory_free(self) -> int:
         return max(self.memory_total - self.memory_used, 0)
+
+    @property
+    def released_since_reading(self) -> int:
+        """Bytes our backends gave back after the last reading (still "used" in it, and
+        by processes no instance of ours accounts for any more)."""
+        since = self.released_at is not None and (
+            self.sampled_at is None or self.released_at > self.sampled_at
+        )
+        return self.released if since else 0
+
+    @property
+    def free_now(self) -> int:
+        """Free per the last reading, plus what our backends gave back since it."""
+        return min(self.memory_free + self.released_since_reading, self.memory_total)
 
     @property
     def claimed(self) -> int:

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.e2e.stack import PYTHON, Stack
-from tests.gateway.test_openai_client import _client, _stop_backends, _wait
+from tests.e2e.stack import Stack
+from tests.gateway.stacks import MODES, node_stack
+from tests.gateway.test_openai_client import _client, _wait
 
-pytestmark = pytest.mark.embedded
 NODE = f"node-ev-{uuid.uuid4().hex[:6]}"
 
 SETUP = """
@@ -59,21 +59,15 @@ print(json.dumps({{name: [i.state for i in Instance.objects.filter(
 """
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=MODES)
+def stack(request, tmp_path_factory) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("eviction-stack")
-    stack = Stack(
-        state, GPUFLEET_NODE_NAME=NODE, Q_CLUSTER_NAME=NODE, GPUFLEET_SIMULATED_GPUS="1xL4",
-        GPUFLEET_BACKEND_PORTS="39700-39799", GPUFLEET_EVENT_POLL="0.1",
-        GPUFLEET_EVICT_IDLE_AFTER="3s", GPUFLEET_PLACEMENT_MARGIN="16MiB",
-    )  # fmt: skip
-    try:
-        stack.manage("migrate", "--noinput", "-v0")
-        stack.start("agent", PYTHON, "manage.py", "agent")
-        stack.start("worker", PYTHON, "manage.py", "qcluster")
-        stack.start_web()
-        nodes = "from inventory.models import Node; print(list(Node.objects.values_list('name')))"
-        _wait(lambda: NODE in stack.manage("shell", "-c", nodes), 60, "the agent registers")
+    env = {
+        "GPUFLEET_SIMULATED_GPUS": "1xL4", "GPUFLEET_BACKEND_PORTS": "39700-39799",
+        "GPUFLEET_EVENT_POLL": "0.1", "GPUFLEET_EVICT_IDLE_AFTER": "3s",
+        "GPUFLEET_PLACEMENT_MARGIN": "16MiB",
+    }  # fmt: skip
+    with node_stack(state, request.param, NODE, **env) as stack:
         out = stack.manage("shell", "-c", SETUP.format(node=NODE, root=str(state / "models")))
         facts = json.loads(out.strip().splitlines()[-1])
         stack.keys = {"every": facts["key"]}  # type: ignore[attr-defined]
@@ -84,9 +78,6 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         (state / "simulated" / f"{NODE}.json").write_text(json.dumps({"foreign": {"0": foreign}}))
         time.sleep(3)  # the agent reads the fault file every second
         yield stack
-    finally:
-        stack.stop_all()
-        _stop_backends(NODE)
 
 
 def _states(stack: Stack) -> dict[str, list[str]]:

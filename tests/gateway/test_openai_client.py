@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,9 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.stack import PYTHON, Stack
+from tests.e2e.stack import Stack
+from tests.gateway.stacks import MODES, node_stack, wait
 
-pytestmark = pytest.mark.embedded
 NODE = f"node-gw-{uuid.uuid4().hex[:6]}"
 
 SETUP = """
@@ -61,51 +60,21 @@ print(json.dumps([[str(i.pk), i.state, i.claims.count()] for i in rows]))
 """
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=MODES)
+def stack(request, tmp_path_factory) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("gateway-stack")
-    stack = Stack(
-        state,
-        GPUFLEET_NODE_NAME=NODE,
-        Q_CLUSTER_NAME=NODE,
-        GPUFLEET_SIMULATED_GPUS="1xL4",
-        GPUFLEET_BACKEND_PORTS="39600-39699",
-        GPUFLEET_EVENT_POLL="0.1",
-        GPUFLEET_GATEWAY_MAX_BODY="64KiB",
-    )
-    try:
-        stack.manage("migrate", "--noinput", "-v0")
-        stack.start("agent", PYTHON, "manage.py", "agent")
-        stack.start("worker", PYTHON, "manage.py", "qcluster")
-        stack.start_web()
-        _wait(lambda: NODE in stack.manage("shell", "-c", _NODES), 60, "the agent registers")
+    env = {
+        "GPUFLEET_SIMULATED_GPUS": "1xL4", "GPUFLEET_BACKEND_PORTS": "39600-39699",
+        "GPUFLEET_EVENT_POLL": "0.1", "GPUFLEET_GATEWAY_MAX_BODY": "64KiB",
+    }  # fmt: skip
+    with node_stack(state, request.param, NODE, **env) as stack:
         out = stack.manage("shell", "-c", SETUP.format(node=NODE, root=str(state / "models")))
         stack.keys = json.loads(out.strip().splitlines()[-1])  # type: ignore[attr-defined]
         _wait(lambda: _states(stack, "tiny-chat") == ["running"], 120, "tiny-chat runs")
         yield stack
-    finally:
-        stack.stop_all()
-        _stop_backends()
 
 
-_NODES = (
-    "from inventory.models import Node; print(list(Node.objects.values_list('name', flat=True)))"
-)
-
-
-def _stop_backends(node: str = NODE) -> None:
-    from scheduling import backend
-
-    for found in backend.find_backends():
-        if found.node == node:
-            backend.stop(found.pid, found.pid, timeout=5)
-
-
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.5)
+_wait = wait
 
 
 def _rows(stack: Stack, name: str) -> list[list]:
