@@ -193,3 +193,26 @@ def test_the_gateway_is_not_the_rest_api(stack: Stack, tmp_path: Path):
     key = stack.keys["every"]  # type: ignore[attr-defined]
     answer = httpx.get(stack.url + "/api/v1/nodes", headers={"Authorization": f"Bearer {key}"})
     assert answer.status_code == 401
+
+
+LOGS = """
+from scheduling.models import InstanceRun
+run = InstanceRun.objects.filter(instance__deployment__served_name="tiny-chat").first()
+print(run.log_path)
+"""
+
+
+def test_a_client_that_disconnects_mid_stream_stops_the_backends_generation(stack: Stack):
+    log = Path(stack.manage("shell", "-c", LOGS).strip().splitlines()[-1])
+    before = log.read_text(errors="replace").count("Disconnected from client")
+    stream = _client(stack).completions.create(
+        model="tiny-chat", prompt="once upon a time", max_tokens=400, stream=True,
+        logit_bias={"317": -100},  # no end-of-text token (317): it generates all 400
+    )  # fmt: skip
+    chunks = iter(stream)
+    next(chunks), next(chunks)
+    stream.close()
+    _wait(
+        lambda: log.read_text(errors="replace").count("Disconnected from client") > before,
+        30, "the backend notices the disconnect",
+    )  # fmt: skip
