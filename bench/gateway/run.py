@@ -44,6 +44,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -267,25 +268,28 @@ def start_gateway(stack: Stack, upstream_port: int, upstream_pid: int, served: s
     return Target("gateway", url, keys[0], served, psutil.Process(proc.pid))
 
 
-def start_litellm(stack: Stack, upstream_url: str) -> Target | str:
-    """The LiteLLM proxy on the upstream, or why not."""
-    if importlib.util.find_spec("litellm") is None:
-        return "litellm is not importable"
-    venv_bin = str(Path(sys.executable).parent)
-    exe = shutil.which("litellm", path=venv_bin + os.pathsep + os.environ.get("PATH", ""))
+def start_litellm(stack: Stack, upstream_url: str, exe: str | None = None) -> Target | str:
+    """The LiteLLM proxy on the upstream, or why not. ``exe``: its ``litellm`` command
+    (LiteLLM is no dependency of the project: install it in a virtualenv of its own)."""
     if exe is None:
-        return "litellm is importable but its `litellm` command was not found"
+        if importlib.util.find_spec("litellm") is None:
+            return "litellm is not importable (give --litellm-bin)"
+        venv_bin = str(Path(sys.executable).parent)
+        exe = shutil.which("litellm", path=venv_bin + os.pathsep + os.environ.get("PATH", ""))
+        if exe is None:
+            return "litellm is importable but its `litellm` command was not found"
     port = free_port()
     argv = [exe, "--model", "openai/bench", "--api_base", f"{upstream_url}/v1"]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
-    env = stack.env() | {"OPENAI_API_KEY": "sk-bench"}
+    master = "sk-bench-" + secrets.token_hex(16)  # LiteLLM refuses to start without one
+    env = stack.env() | {"OPENAI_API_KEY": "sk-bench", "LITELLM_MASTER_KEY": master}
     proc = stack.spawn("litellm", argv, env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, None, proc, timeout=180)
+        wait_ready(url, master, proc, timeout=180)
     except (RuntimeError, TimeoutError) as exc:
         return f"did not start: {exc}\n{stack.log_tail('litellm')}"
-    return Target("litellm", url, None, "openai/bench", psutil.Process(proc.pid))
+    return Target("litellm", url, master, "openai/bench", psutil.Process(proc.pid))
 
 
 def measure(
@@ -448,6 +452,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--upstream-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--litellm", action="store_true", help="also LiteLLM, if importable")
+    parser.add_argument(
+        "--litellm-bin", help="the `litellm` command of a virtualenv of its own (implies --litellm)"
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the state dir and logs")
     args = parser.parse_args()
@@ -488,8 +495,8 @@ def main() -> int:
         direct.key = gateway.key
         targets = [direct, gateway]
         litellm_note = ""
-        if args.litellm:
-            started = start_litellm(stack, upstream_url)
+        if args.litellm or args.litellm_bin:
+            started = start_litellm(stack, upstream_url, args.litellm_bin)
             if isinstance(started, Target):
                 targets.append(started)
             else:
