@@ -168,13 +168,26 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
+        started = False
+
+        async def tracked(message: asgi_io.Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
             await self.ensure_started()
-            await self._handle(scope, receive, send)
+            await self._handle(scope, receive, tracked)
         except GatewayError as error:
-            await asgi_io.send_error(send, error)
+            if not started:
+                await asgi_io.send_error(send, error)
         except asgi_io.Disconnected:
             return
+        except Exception:  # a bug: the client still gets an answer in OpenAI's shape
+            logger.exception("gateway: %s %s failed", scope.get("method"), scope.get("path"))
+            if not started:
+                error = GatewayError(500, "The gateway failed; the error is in its log.")
+                await asgi_io.send_error(send, error)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -317,6 +330,8 @@ def parse_request(body: bytes) -> dict[str, Any]:
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"The body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("The body is nested too deeply.") from None
     if not isinstance(request, dict):
         raise bad_request("The body must be a JSON object.")
     model = request.get("model")
