@@ -186,8 +186,8 @@ class Gateway:
         except Exception:  # a bug: the client still gets an answer in OpenAI's shape
             logger.exception("gateway: %s %s failed", scope.get("method"), scope.get("path"))
             if not started:
-                error = GatewayError(500, "The gateway failed; the error is in its log.")
-                await asgi_io.send_error(send, error)
+                failed = GatewayError(500, "The gateway failed; the error is in its log.")
+                await asgi_io.send_error(send, failed)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -58,7 +58,10 @@ async def _call(gateway: Gateway, method: str, path: str, body: bytes, auth: byt
 
     scope = {"type": "http", "method": method, "path": path,
              "headers": [(b"authorization", auth)] if auth else []}  # fmt: skip
-    await asyncio.wait_for(gateway(scope, receive, send), 5)
+    try:
+        await asyncio.wait_for(gateway(scope, receive, send), 5)
+    finally:
+        await gateway.stop()
     return sent
 
 
