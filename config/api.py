@@ -13,9 +13,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern, URLResolver
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -29,6 +31,10 @@ from scheduling.api import router as scheduling_router
 # Pages for people stay behind the login page; everything else answers in JSON.
 _BROWSER_PAGES = {"openapi-view", "api-root"}
 _PARAM_SOURCES = {"path", "query", "header", "cookie", "form", "file"}
+# Answers stay small whatever the request held (a 1 MB unknown key is not echoed back).
+MAX_FIELD = 100
+MAX_MESSAGE = 500
+MAX_ERRORS = 50
 _MESSAGES = {
     "extra_forbidden": "Unknown field.",
     "missing": "This field is required.",
@@ -80,10 +86,17 @@ def error_message(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def validation_response(
     request: HttpRequest, errors: Iterable[tuple[str, str]], status: int = 422
 ) -> HttpResponse:
-    items = [{"field": field, "message": message} for field, message in errors]
+    items = [
+        {"field": shorten(field, MAX_FIELD), "message": shorten(message, MAX_MESSAGE)}
+        for field, message in list(errors)[:MAX_ERRORS]
+    ]
     detail = "; ".join(f"{item['field']}: {item['message']}" for item in items)
     return api.create_response(request, {"detail": detail, "errors": items}, status=status)
 
@@ -116,3 +129,16 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         # ninja hides the parser's message unless DEBUG; it is the useful part.
         detail = f"Request body is not valid JSON: {exc.__cause__}"
     return api.create_response(request, {"detail": detail}, status=exc.status_code)
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    detail = "Request body too large."
+    return api.create_response(request, {"detail": detail}, status=413)
+
+
+@csrf_exempt
+@login_not_required
+def api_not_found(request: HttpRequest) -> HttpResponse:
+    """Every path under /api/ that no operation matches (a malformed id included)."""
+    return JsonResponse({"detail": "Not found."}, status=404)

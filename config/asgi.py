@@ -10,6 +10,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from config.routing import websocket_fallback  # noqa: E402
 from gateway.app import gateway  # noqa: E402
 from inventory.routing import websocket_urlpatterns as inventory_sockets  # noqa: E402
 from inventory.watchdog import watchdog  # noqa: E402
@@ -20,7 +21,11 @@ router = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(inventory_sockets + models_sockets + scheduling_sockets))
+            AuthMiddlewareStack(
+                URLRouter(
+                    inventory_sockets + models_sockets + scheduling_sockets + websocket_fallback
+                )
+            )
         ),
     }
 )

@@ -7,7 +7,8 @@ naming the variable, so a typo never silently becomes a default.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -114,9 +115,41 @@ def parse_list(name: str, default: list[str], env: Mapping[str, str] | None = No
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def parse_checked_list(
+    name: str,
+    default: list[str],
+    check: Callable[[str], object],
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
+    """A comma-separated list whose every item ``check`` accepts (it raises ValueError
+    with the reason otherwise), e.g. networks and host names."""
+    items = parse_list(name, default, env)
+    for item in items:
+        try:
+            check(item)
+        except ValueError as error:
+            raise ImproperlyConfigured(f"{name}: {error}") from None
+    return items
+
+
 def parse_str(name: str, default: str, env: Mapping[str, str] | None = None) -> str:
     raw = _raw(name, env)
     return default if raw is None or raw.strip() == "" else raw.strip()
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+
+
+def parse_header_name(name: str, default: str, env: Mapping[str, str] | None = None) -> str:
+    """An HTTP header name like ``X-Forwarded-Proto`` → its ``request.META`` key
+    (``HTTP_X_FORWARDED_PROTO``); '' when unset."""
+    raw = _raw(name, env)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip()
+    if not _HEADER_NAME.fullmatch(value):
+        raise ImproperlyConfigured(f"{name}={raw!r}: expected a header name like X-Forwarded-Proto")
+    return "HTTP_" + value.upper().replace("-", "_")
 
 
 def parse_port_range(

@@ -10,22 +10,27 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 
 from config.env import (
     parse_bool,
     parse_bytes,
+    parse_checked_list,
     parse_choice,
     parse_fraction,
+    parse_header_name,
     parse_int,
     parse_list,
     parse_port_range,
     parse_seconds,
     parse_str,
 )
+from models_app.fetch_guard import check_allow_entry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(parse_str("GPUFLEET_STATE_DIR", str(BASE_DIR / "var")))
@@ -60,6 +65,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "channels",
     "django_q",
+    "axes",
+    "csp",
     "inventory",
     "models_app",
     "scheduling",
@@ -77,6 +84,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "inventory.throttle.BadTokenThrottleMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -195,6 +206,81 @@ GPUFLEET_LOG_DIR = Path(parse_str("GPUFLEET_LOG_DIR", str(STATE_DIR / "backends"
 GPUFLEET_RAW_RETENTION = parse_seconds("GPUFLEET_RAW_RETENTION", 15 * 60)
 GPUFLEET_MINUTE_RETENTION = parse_seconds("GPUFLEET_MINUTE_RETENTION", 2 * 86400)
 GPUFLEET_QUARTER_RETENTION = parse_seconds("GPUFLEET_QUARTER_RETENTION", 35 * 86400)
+# Networks (CIDRs) and host names that URLs given by people may reach although they are
+# not public (loopback, private, link-local …): a lab mirror, say. See models_app.fetch_guard.
+GPUFLEET_FETCH_ALLOW = parse_checked_list("GPUFLEET_FETCH_ALLOW", [], check_allow_entry)
+
+# --- logins, HTTPS, content security policy ------------------------------------------------
+
+# django-axes locks a login out per account and, separately, per client address after
+# GPUFLEET_LOGIN_FAILURES failures within the cool-off, for the cool-off (the login page
+# and the admin's). Its backend must come first: it refuses a locked-out login before the
+# password is even checked. Failures are logged (logger "axes").
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = True
+AXES_FAILURE_LIMIT = parse_int("GPUFLEET_LOGIN_FAILURES", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=parse_seconds("GPUFLEET_LOGIN_COOLOFF", 15 * 60))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_CALLABLE = "inventory.views.lockout.locked_out"
+# The failure log names the address (for a firewall), not the username typed (which is
+# sometimes a password typed into the wrong field).
+AXES_SENSITIVE_PARAMETERS = ["username"]
+# Bad API tokens (REST API and /metrics): this many from one address within the window,
+# then 429 with Retry-After until the window ends (``inventory.throttle``).
+GPUFLEET_TOKEN_FAILURES = parse_int("GPUFLEET_TOKEN_FAILURES", 20, minimum=1)
+GPUFLEET_TOKEN_FAILURE_WINDOW = parse_seconds("GPUFLEET_TOKEN_FAILURE_WINDOW", 5 * 60)
+
+# The counters above must be shared by every web process: Redis in a cluster, else the
+# database (its table is made by ``migrate``, see ``InventoryConfig``).
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "gpufleet_cache",
+        }
+    }
+
+# HTTPS behind a TLS-terminating proxy: all off on the embedded default (plain HTTP on
+# localhost); see README.md for production values.
+_PROXY_SSL_HEADER = parse_header_name("GPUFLEET_SECURE_PROXY_SSL_HEADER", "")
+if _PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = (_PROXY_SSL_HEADER, "https")
+SECURE_SSL_REDIRECT = parse_bool("GPUFLEET_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+SECURE_HSTS_SECONDS = parse_int("GPUFLEET_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = parse_bool("GPUFLEET_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = parse_bool("GPUFLEET_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = parse_bool("GPUFLEET_SECURE_COOKIES", False)
+
+# Scripts, styles and connections (websockets included: CSP3's 'self' matches ws:/wss: of
+# the page's own host) only from this site; no inline <script> or <style> elements, no
+# eval. Inline style *attributes* are allowed: the meters and memory bars set their
+# widths from data in style="width: …%" on every live fragment, and a style attribute
+# cannot run code. The API docs (Swagger UI injects its own styles) are left out.
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/v1/docs"],
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "style-src-elem": [SELF],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 # --- the rest -------------------------------------------------------------------------
 
@@ -221,6 +307,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": parse_str("GPUFLEET_LOG_LEVEL", "INFO")},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
+        "axes.apps": {"level": "WARNING"},  # its version banner on every command
         # httpx logs every request at INFO, signed download URLs and all.
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},  # huggingface_hub's own client logs under this name

@@ -70,24 +70,61 @@ class GpuInline(admin.TabularInline):
         return False
 
 
+NODE_REPORTED = (
+    "name",
+    "address",
+    "storage_roots",
+    "cpu_count",
+    "ram_total",
+    "ram_available",
+    "disk_free",
+    "agent_version",
+    "probe_message",
+    "last_heartbeat",
+)
+NODE_STATE = ("status", "created_at")
+
+
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
+    """What the agent reports (its name, address, storage roots, resources) is read-only:
+    the next registration would overwrite it, or, for the name, register another node.
+    Operators decide the labels (deployments select nodes by them) and the status, through
+    the drain actions."""
+
     list_display = ("name", "status", "address", "gpu_count", "last_heartbeat", "agent_version")
     list_filter = ("status",)
     search_fields = ("name", "address")
-    readonly_fields = (
-        "status",
-        "last_heartbeat",
-        "agent_version",
-        "probe_message",
-        "cpu_count",
-        "ram_total",
-        "ram_available",
-        "disk_free",
-        "created_at",
+    fieldsets = (
+        (
+            "Decided by operators",
+            {
+                "fields": ("labels",),
+                "description": "Labels (an object of string → string) that deployments can "
+                "require. Drain or undrain a node with the actions of the node list.",
+            },
+        ),
+        (
+            "Reported by the node's agent (read-only)",
+            {
+                "fields": NODE_REPORTED,
+                "description": "The agent registers these; change them on the node, not here.",
+            },
+        ),
+        (
+            "State (read-only)",
+            {
+                "fields": NODE_STATE,
+                "description": "Set by heartbeats, maintenance windows and the drain actions.",
+            },
+        ),
     )
+    readonly_fields = NODE_REPORTED + NODE_STATE
     inlines = (GpuInline,)
     actions = ("drain", "undrain")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # nodes are registered by their agent
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Node]:
         return super().get_queryset(request).annotate(_gpu_count=Count("gpus"))

@@ -114,6 +114,10 @@ class GpuFilter(Schema):
     node: UUID | None = Field(None, description="Only the GPUs of this node (its id).")
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 class SampleQuery(Schema):
     start: datetime | None = Field(
         None, description="ISO 8601, inclusive; default one hour before `end`. Naive = UTC."
@@ -126,6 +130,14 @@ class SampleQuery(Schema):
             "resolution still kept for `start`."
         ),
     )
+
+    @field_validator("start", "end")
+    @classmethod
+    def plausible(cls, value: datetime | None) -> datetime | None:
+        """Far-off dates overflow the arithmetic on them (the default window, time zones)."""
+        if value is not None and not EARLIEST <= aware(value) < LATEST:
+            raise ValueError("Must lie between 1970 and 9000.")
+        return value
 
 
 class SampleOut(Schema):

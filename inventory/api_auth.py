@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
 
 from inventory.models import ApiToken
+from inventory.throttle import note_bad_token
 
 BEARER = "bearer"
 
@@ -22,9 +23,12 @@ def bearer_value(request: HttpRequest) -> str:
 
 
 def token_user(request: HttpRequest) -> Any | None:
-    """The active user whose API token the request carries, or None."""
+    """The active user whose API token the request carries, or None (a wrong token
+    counts towards the address's throttle, see ``inventory.throttle``)."""
     raw = bearer_value(request)
     token = ApiToken.authenticate(raw) if raw else None
+    if raw and token is None:
+        note_bad_token(request)
     return token.user if token is not None else None
 
 
@@ -33,7 +37,10 @@ class ApiTokenAuth(HttpBearer):
 
     def authenticate(self, request: HttpRequest, token: str) -> Any | None:
         api_token = ApiToken.authenticate(token.strip())
-        return api_token.user if api_token is not None else None
+        if api_token is None:
+            note_bad_token(request)
+            return None
+        return api_token.user
 
 
 class BrowserSession(SessionAuth):

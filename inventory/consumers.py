@@ -1,22 +1,23 @@
-"""The fleet websocket: a full resync on connect, then one fragment per event."""
+"""The fleet websocket: a full resync on connect, then one fragment per event.
+
+A socket lives only as long as its login session: see ``inventory.sessions``."""
 
 from __future__ import annotations
 
-import time
+import asyncio
+import contextlib
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.contrib.auth import get_user_model
 
-from inventory import events, live
+from inventory import events, live, sessions
 from inventory.access import can_operate
 
-RECHECK_EVERY = 30.0
-
-
-def _still_allowed(user_id: int) -> bool:
-    return get_user_model().objects.filter(pk=user_id, is_active=True).exists()
+# Seconds between checks that the session still exists, is unexpired and still valid.
+RECHECK_EVERY = 2.0
+# The close code once the session has ended: the page reloads and lands on the login.
+SESSION_ENDED = 4401
 
 
 class FleetConsumer(AsyncWebsocketConsumer):
@@ -34,28 +35,63 @@ class FleetConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_active:
-            await self.close(code=4401)
+            await self.close(code=SESSION_ENDED)
             return
         self.user_id = user.pk
-        self.checked_at = time.monotonic()
-        await self.channel_layer.group_add(events.GROUP, self.channel_name)
+        session = self.scope.get("session")
+        self.session_key: str | None = session.session_key if session is not None else None
+        self.groups = [events.GROUP, sessions.user_group(user.pk)]
+        if self.session_key:
+            self.groups.append(sessions.session_group(self.session_key))
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
         self.operator = await database_sync_to_async(can_operate)(user)
         await self.accept()
+        self.watcher = asyncio.create_task(self.watch_session())
         events.relay.ensure_started()
         await self.send(text_data=await database_sync_to_async(self.render_resync)())
 
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(events.GROUP, self.channel_name)
+        watcher: asyncio.Task[None] | None = getattr(self, "watcher", None)
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        for group in getattr(self, "groups", [events.GROUP]):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def session_is_live(self) -> bool:
+        return bool(
+            await database_sync_to_async(sessions.session_is_live)(self.session_key, self.user_id)
+        )
+
+    async def end_session(self) -> None:
+        self.ended = True
+        await self.close(code=SESSION_ENDED)
+
+    async def watch_session(self) -> None:
+        """Close the socket within ``RECHECK_EVERY`` of its session ending anywhere."""
+        while True:
+            await asyncio.sleep(RECHECK_EVERY)
+            if not await self.session_is_live():
+                await self.end_session()
+                return
+
+    async def session_close(self, message: dict[str, Any]) -> None:
+        """This socket's session logged out (sent by ``inventory.sessions``)."""
+        await self.end_session()
+
+    async def session_check(self, message: dict[str, Any]) -> None:
+        """The user's password or active flag changed: is this session still valid?"""
+        if not await self.session_is_live():
+            await self.end_session()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Browsers only listen; anything they send is ignored."""
 
     async def fleet_event(self, message: dict[str, Any]) -> None:
-        if time.monotonic() - self.checked_at > RECHECK_EVERY:
-            self.checked_at = time.monotonic()
-            if not await database_sync_to_async(_still_allowed)(self.user_id):
-                await self.close(code=4403)
-                return
+        if getattr(self, "ended", False):
+            return
         html = await database_sync_to_async(self.render_event)(message["event"])
         if html:
             await self.send(text_data=html)

@@ -78,7 +78,11 @@ def plan_path(model: CatalogModel, node: Node, download_path: str | None) -> tup
     if not roots:
         raise DownloadRefused(f"Node {node.name} reports no storage roots.", field="target_node")
     wanted = download_path or default_directory(model)
-    if "\x00" in wanted or ".." in wanted.replace("\\", "/").split("/"):
+    if "\x00" in wanted:
+        raise DownloadRefused(
+            "The download path may not contain a NUL character.", field="download_path"
+        )
+    if ".." in wanted.replace("\\", "/").split("/"):
         raise DownloadRefused("The download path may not contain '..'.", field="download_path")
     directory = posixpath.normpath(posixpath.join(roots[0], wanted))
     for root in roots:

@@ -22,6 +22,7 @@ from models_app import estimating
 from models_app.actions import storage_roots
 from models_app.choices import SourceKind
 from models_app.estimating import EstimateInputError, ModelSource
+from models_app.fetch_guard import FetchRefused, check_url
 from models_app.gguf import ModelFacts
 from models_app.gguf.split import shard_locations
 from models_app.models import CatalogModel
@@ -143,6 +144,10 @@ def add_url_model(
     if sha256 and not _SHA256.match(sha256):
         # else the typo shows only when the finished download fails verification
         raise CatalogError("A sha256 is 64 hexadecimal digits.", "sha256")
+    try:
+        check_url(url)  # before any request: no address that is not fetched from
+    except FetchRefused as error:
+        raise CatalogError(error.message, "url") from error
     try:
         remote = resolve_url(url, sha256=sha256 or None)
     except TransferError as error:

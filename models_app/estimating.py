@@ -40,6 +40,7 @@ from models_app.estimator import (
     prepare,
 )
 from models_app.estimator.explain import ranges
+from models_app.fetch_guard import FetchRefused, check_url
 from models_app.gguf import GGUFError, ModelFacts, load_model_facts, shard_locations
 from models_app.transfer.sources import hub_endpoint as transfer_hub_endpoint
 
@@ -207,6 +208,9 @@ FACTS_CACHE = _FactsCache(FACTS_CACHE_SIZE)
 def load_facts(source: ModelSource) -> ModelFacts:
     """The model's facts from its header(s), read (or remembered) from the source."""
     location = source.location()
+    field = "path" if source.path else "url" if source.url else "hf_file"
+    if source.remote:
+        _check_fetch(location, field)
     key: tuple[object, ...] = (location,)
     if not source.remote:
         stat = Path(location).stat()
@@ -215,14 +219,23 @@ def load_facts(source: ModelSource) -> ModelFacts:
     if facts is not None:
         return facts
     headers = _auth_headers(source)
-    field = "path" if source.path else "url" if source.url else "hf_file"
     try:
         # A local file may still be downloading: its header is all an estimate needs.
         facts = load_model_facts(location, partial=not source.remote, http_headers=headers)
+    except FetchRefused as error:  # a redirect to an address that is not fetched from
+        raise EstimateInputError(field, error.message) from error
     except GGUFError as error:
         raise EstimateInputError(field, f"Cannot read the model's header: {error}") from error
     FACTS_CACHE.put(key, facts)
     return facts
+
+
+def _check_fetch(location: str, field: str) -> None:
+    """Refuse a URL whose host is not public (unless allowed) before any request."""
+    try:
+        check_url(location)
+    except FetchRefused as error:
+        raise EstimateInputError(field, error.message) from error
 
 
 def _auth_headers(source: ModelSource) -> dict[str, str] | None:

@@ -15,6 +15,10 @@ MIB = 1024**2
 GIB = 1024**3
 CACHE_CHOICES = [(c.value, c.value) for c in CacheType]
 CONTEXT_CHOICES = (0, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+# Shares far above any real ratio would overflow llama.cpp's float32 sums; free memory as
+# much as the API's free_bytes allows (1 PiB).
+TENSOR_SPLIT_MAX = 1e30
+FREE_GIB_MAX = 1 << 20
 
 
 class GpuChoiceField(forms.ModelMultipleChoiceField):
@@ -68,10 +72,12 @@ class EstimateForm(forms.Form):
         self.fields["gpus"].queryset = usable  # type: ignore[attr-defined]
 
     def clean_tensor_split(self) -> tuple[float, ...] | None:
-        return _numbers(self.cleaned_data["tensor_split"], "tensor split", allow_zero=True)
+        text = self.cleaned_data["tensor_split"]
+        return _numbers(text, "tensor split", allow_zero=True, maximum=TENSOR_SPLIT_MAX)
 
     def clean_extra_gpus(self) -> tuple[float, ...]:
-        return _numbers(self.cleaned_data["extra_gpus"], "free GiB", allow_zero=False) or ()
+        text = self.cleaned_data["extra_gpus"]
+        return _numbers(text, "free GiB", allow_zero=False, maximum=FREE_GIB_MAX) or ()
 
     def run_settings(self) -> RunSettings:
         data = self.cleaned_data
@@ -95,7 +101,7 @@ class EstimateForm(forms.Form):
         return inventory + estimating.hypothetical_targets(sizes, first=len(inventory))
 
 
-def _numbers(text: str, what: str, allow_zero: bool) -> tuple[float, ...] | None:
+def _numbers(text: str, what: str, allow_zero: bool, maximum: float) -> tuple[float, ...] | None:
     parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
     if not parts:
         return None
@@ -108,4 +114,7 @@ def _numbers(text: str, what: str, allow_zero: bool) -> tuple[float, ...] | None
     if any(v < 0 or (v == 0 and not allow_zero) for v in values):
         low = "zero or more" if allow_zero else "more than zero"
         raise forms.ValidationError(f"Each {what} must be {low}.")
+    if any(v > maximum for v in values):
+        shown = f"{maximum:,.0f}" if maximum < 1e15 else f"{maximum:g}"
+        raise forms.ValidationError(f"Each {what} must be at most {shown}.")
     return values

@@ -11,12 +11,12 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from inventory.actions import do_delete_maintenance_window, do_save_maintenance_window
 from inventory.forms import MaintenanceWindowForm
 from inventory.models import MaintenanceWindow, Node
+from inventory.redirects import safe_next
 
 
 def _require(request: HttpRequest, codename: str) -> None:
@@ -30,10 +30,8 @@ def _next_hour() -> datetime:
 
 
 def _back(request: HttpRequest, node: Node) -> HttpResponseRedirect:
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
+    target = safe_next(request)
+    if target:
         return HttpResponseRedirect(target)
     return redirect("inventory:maintenance-new", node_id=node.pk)
 

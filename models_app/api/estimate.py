@@ -9,12 +9,13 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as InputError
-from pydantic import ConfigDict, Strict
+from pydantic import ConfigDict, Strict, field_validator
 
 from inventory.access import can_operate
 from inventory.models import Gpu
 from models_app import estimating
 from models_app.estimator import DEFAULT_GPU_OVERHEAD_BYTES, CacheType, SplitMode
+from models_app.forms import TENSOR_SPLIT_MAX
 
 router = Router()
 
@@ -42,8 +43,13 @@ class SettingsIn(Schema):
         -1, description="layers on GPUs; -1: all and the output layer [-ngl]"
     )
     split_mode: SplitMode = Field(SplitMode.LAYER, description="[-sm]")
-    tensor_split: list[Annotated[float, Field(ge=0)]] | None = Field(
-        None, description="share per GPU, in device order; null: by free memory [-ts]"
+    tensor_split: (
+        list[Annotated[float, Strict(), Field(ge=0, le=TENSOR_SPLIT_MAX, allow_inf_nan=False)]]
+        | None
+    ) = Field(
+        None,
+        max_length=64,
+        description="share per GPU, in device order; null: by free memory [-ts]",
     )
     main_gpu: Annotated[int, Strict(), Field(ge=0, le=64)] = Field(0, description="[-mg]")
     mmap: Annotated[bool, Strict()] = Field(True, description="false: --no-mmap")
@@ -76,6 +82,13 @@ class EstimateIn(Schema):
     gpus: list[UUID] = Field(default_factory=list, max_length=64)
     devices: list[DeviceIn] = Field(default_factory=list, max_length=64)
     margin_bytes: Bytes = Field(0, description="kept free on each GPU by the plans")
+
+    @field_validator("path", "url", "hf_repo", "hf_file", "revision")
+    @classmethod
+    def no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("May not contain a NUL character.")
+        return value
 
 
 class DeviceOut(Schema):

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import httpx
 
+from models_app.fetch_guard import guarded_client
 from models_app.gguf.facts import ModelFacts, build_facts
 from models_app.gguf.header import read_header
 from models_app.gguf.reader import DEFAULT_LIMITS, Limits
@@ -57,10 +58,11 @@ def load_model_facts(
     """Facts for the model at ``location``: a path or URL of the file or of any shard.
 
     The sibling shards are derived from a shard name and all are read (headers
-    only). ``http_headers`` (e.g. Authorization) are sent to remote servers.
+    only). ``http_headers`` (e.g. Authorization) are sent to remote servers. Remote
+    reads go through the fetch guard (``FetchRefused`` for an address not fetched from).
     """
     locations = shard_locations(location)
-    client = httpx.Client(follow_redirects=True, timeout=timeout) if is_url(location) else None
+    client = guarded_client(follow_redirects=True, timeout=timeout) if is_url(location) else None
     sources: list[ByteSource] = []
     try:
         for shard in locations:

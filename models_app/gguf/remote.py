@@ -8,17 +8,20 @@ that file is no bigger than the range asked for.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from models_app.fetch_guard import guarded_client
 from models_app.gguf.errors import GGUFRemoteError
 from models_app.gguf.sources import SourceBase
 
 REMOTE_INITIAL_CHUNK = 256 * 1024
 DEFAULT_TIMEOUT = 30.0
+log = logging.getLogger(__name__)
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
@@ -26,8 +29,9 @@ class HttpRangeSource(SourceBase):
     """A remote file read through ``Range: bytes=a-b`` requests.
 
     ``headers`` (e.g. ``Authorization``) go with every request; redirects are
-    followed. Pass ``client`` to share connections; otherwise one is made and
-    closed by ``close()``. ``bytes_received`` and ``requests`` count the traffic.
+    followed. Pass ``client`` to share connections; otherwise one is made (through the
+    fetch guard, every hop) and closed by ``close()``. ``bytes_received`` and
+    ``requests`` count the traffic.
     """
 
     complete = True
@@ -46,7 +50,7 @@ class HttpRangeSource(SourceBase):
         self.initial_chunk = initial_chunk
         self._headers = dict(headers or {})
         self._owns_client = client is None
-        self._client = client or httpx.Client(follow_redirects=True, timeout=timeout)
+        self._client = client or guarded_client(follow_redirects=True, timeout=timeout)
         self._size: int | None = None
         self.bytes_received = 0
         self.requests = 0
@@ -69,7 +73,11 @@ class HttpRangeSource(SourceBase):
             ) as response:
                 return self._body(response, offset, length)
         except httpx.HTTPError as exc:
-            raise GGUFRemoteError(f"cannot read {self.name}: {exc}") from exc
+            # One message for every network failure: refused, timed out, reset … would
+            # tell an open port from a closed one. The detail goes to the log.
+            log.warning("reading %s failed: %r", self.name, exc)
+            message = f"cannot read {self.name}: the server could not be reached"
+            raise GGUFRemoteError(message) from exc
 
     def _body(self, response: httpx.Response, offset: int, length: int) -> bytes:
         status = response.status_code

@@ -42,6 +42,10 @@ class GatedRepo(Unauthorized):
     """The repository is gated: its conditions must be accepted on the hub first."""
 
 
+class AddressRefused(InvalidSource):
+    """The URL (or a redirect) leads to an address gpufleet does not fetch from."""
+
+
 class TransientError(TransferError):
     """A failure worth retrying: 5xx, 429, a dropped connection, a timeout.
 

@@ -12,6 +12,7 @@ httpx client in the process, the gateway's included).
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -20,7 +21,9 @@ from typing import Any
 import httpcore
 import httpx
 
+from models_app.fetch_guard import FetchRefused, GuardedBackend
 from models_app.transfer.errors import (
+    AddressRefused,
     NotFound,
     TransferError,
     TransientError,
@@ -36,6 +39,8 @@ from models_app.transfer.sources import (
 
 READ_SIZE = 1024 * 1024
 """Most bytes taken from the socket per read, hence the largest chunk written at once."""
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 USER_AGENT = f"gpufleet-downloader (httpx/{httpx.__version__})"
@@ -55,7 +60,8 @@ def transport_errors() -> tuple[type[Exception], ...]:
 
 
 def open_client(timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.Client:
-    """An httpx client reading ``READ_SIZE`` at a time, following redirects.
+    """An httpx client reading ``READ_SIZE`` at a time, following redirects, through the
+    fetch guard: every connection (each redirect hop) goes only to a vetted address.
 
     httpx drops the Authorization header when a redirect leaves the origin, so a
     hub token never reaches a CDN.
@@ -73,7 +79,14 @@ def network_error(error: httpx.RequestError, label: str) -> TransferError:
     help (a redirect loop, a redirect to a scheme httpx does not speak)."""
     if isinstance(error, httpx.UnsupportedProtocol | httpx.TooManyRedirects | httpx.DecodingError):
         return TransferError(f"{label}: {_describe(error)}")
-    return TransientError(f"{label}: {_describe(error)}")
+    # One message for refused, reset, timed out …: which would tell an open port from a
+    # closed one. The detail goes to the log.
+    log.warning("%s: %r", label, error)
+    return TransientError(f"{label}: the server could not be reached")
+
+
+def refused(error: FetchRefused, label: str) -> AddressRefused:
+    return AddressRefused(f"{label}: {error.message}")
 
 
 def error_for_status(response: httpx.Response, label: str) -> TransferError:
@@ -122,6 +135,8 @@ def resolve_url(
     with _client_or(client) as http:
         try:
             response = http.head(url, headers=sent)
+        except FetchRefused as error:
+            raise refused(error, label) from error
         except httpx.RequestError as error:
             raise network_error(error, label) from error
     if response.status_code in (405, 501):
@@ -212,12 +227,13 @@ class _LargeReadBackend(httpcore.NetworkBackend):
 
 
 class _LargeReadTransport(httpx.HTTPTransport):
-    """httpx's transport with ``_LargeReadBackend`` (httpx exposes no backend argument,
-    so the connection pool it built is replaced by the same pool with our backend)."""
+    """httpx's transport with ``_LargeReadBackend`` behind the fetch guard (httpx exposes
+    no backend argument, so the connection pool it built is replaced by the same pool with
+    our backend)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(),
-            network_backend=_LargeReadBackend(),
+            network_backend=GuardedBackend(inner=_LargeReadBackend()),
         )

@@ -19,6 +19,7 @@ from io import FileIO
 
 import httpx
 
+from models_app.fetch_guard import FetchRefused
 from models_app.transfer.errors import (
     Cancelled,
     RangeNotSatisfiable,
@@ -27,7 +28,7 @@ from models_app.transfer.errors import (
     VerificationFailed,
 )
 from models_app.transfer.hashing import FileHasher
-from models_app.transfer.http import error_for_status, network_error
+from models_app.transfer.http import error_for_status, network_error, refused
 from models_app.transfer.partial import PartialFile, PartialMeta
 from models_app.transfer.paths import check_free_space
 from models_app.transfer.sources import RemoteFile, strong_etag
@@ -95,6 +96,8 @@ class Fetcher:
                 "GET", remote.url, headers=self._headers(remote, start)
             ) as response:
                 self._receive(response, remote, start)
+        except FetchRefused as error:
+            raise refused(error, remote.label) from error
         except httpx.RequestError as error:
             raise network_error(error, remote.label) from error
         return remote

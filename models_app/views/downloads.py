@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from inventory.access import can_operate
 from inventory.models import Node
+from inventory.redirects import safe_next
 from models_app import actions
 from models_app.models import ModelFile
 from models_app.storage import node_storage
@@ -51,7 +52,7 @@ def download_action(request: HttpRequest, copy_id: UUID, action: str) -> HttpRes
         message = error.message
     copy = ModelFile.objects.select_related("model", "node").filter(pk=copy_id).first() or copy
     if not request.htmx:  # type: ignore[attr-defined]
-        return redirect(request.POST.get("next") or "models_app:downloads")
+        return redirect(safe_next(request) or "models_app:downloads")
     context = {"copy": copy, "can_operate": True, "message": message}
     return render(request, "models_app/_download_row.html", context)
 

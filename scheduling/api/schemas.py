@@ -1,17 +1,21 @@
-"""Schemas of the scheduling API."""
+"""Schemas of the scheduling API. Numbers and flags are strict, as in the GPU and
+estimate endpoints: ``"7"``, ``true`` or ``7.0`` for a number and ``"yes"`` or ``1`` for a
+flag are refused (ids and times still come as JSON strings)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from ninja import Field, Schema
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Strict, field_validator
 
 from scheduling.models import MAX_REPLICAS
 
 OptionValue = str | int | float | bool
+Int = Annotated[int, Strict()]
+Flag = Annotated[bool, Strict()]
 
 
 class DeploymentIn(Schema):
@@ -19,28 +23,28 @@ class DeploymentIn(Schema):
 
     model_id: UUID
     served_name: str = Field(max_length=128, description="the name clients ask for")
-    replicas: int = Field(1, ge=0, le=MAX_REPLICAS, description="the most instances it runs")
-    min_replicas: int | None = Field(
+    replicas: Int = Field(1, ge=0, le=MAX_REPLICAS, description="the most instances it runs")
+    min_replicas: Int | None = Field(
         None,
         ge=0,
         le=MAX_REPLICAS,
         description="kept running without traffic; 0: scale to "
         "zero (started by the first request); left out: replicas (always on)",
     )
-    idle_timeout: int = Field(300, ge=1, le=30 * 86400, description="seconds idle before release")
-    cold_start_timeout: int = Field(600, ge=1, le=86400, description="seconds a request waits")
-    max_queue: int = Field(64, ge=0, le=100_000, description="requests that may wait")
-    n_ctx: int = Field(4096, ge=256, le=10_000_000, description="context size in tokens")
-    parallel: int = Field(1, ge=1, le=64, description="parallel slots (the backend serves 1)")
+    idle_timeout: Int = Field(300, ge=1, le=30 * 86400, description="seconds idle before release")
+    cold_start_timeout: Int = Field(600, ge=1, le=86400, description="seconds a request waits")
+    max_queue: Int = Field(64, ge=0, le=100_000, description="requests that may wait")
+    n_ctx: Int = Field(4096, ge=256, le=10_000_000, description="context size in tokens")
+    parallel: Int = Field(1, ge=1, le=64, description="parallel slots (the backend serves 1)")
     cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
-    flash_attn: bool = False
+    flash_attn: Flag = False
     policy: Literal["binpack", "spread"] = "binpack"
     node_labels: dict[str, str] = Field(default_factory=dict)
     only_gpus: list[UUID] = Field(default_factory=list, description="GPU ids; empty: any")
     exclude_gpus: list[UUID] = Field(default_factory=list)
-    priority: int = Field(50, ge=0, le=100)
-    allow_cpu_offload: bool = False
-    allow_multi_gpu: bool = False
+    priority: Int = Field(50, ge=0, le=100)
+    allow_cpu_offload: Flag = False
+    allow_multi_gpu: Flag = False
     extra_options: dict[str, OptionValue] = Field(
         default_factory=dict, description="llama.cpp server options from the allowed list"
     )
@@ -52,27 +56,38 @@ class DeploymentPatch(Schema):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_ctx: int | None = Field(None, ge=256, le=10_000_000)
-    idle_timeout: int | None = Field(None, ge=1, le=30 * 86400)
-    cold_start_timeout: int | None = Field(None, ge=1, le=86400)
-    max_queue: int | None = Field(None, ge=0, le=100_000)
+    n_ctx: Int | None = Field(None, ge=256, le=10_000_000)
+    idle_timeout: Int | None = Field(None, ge=1, le=30 * 86400)
+    cold_start_timeout: Int | None = Field(None, ge=1, le=86400)
+    max_queue: Int | None = Field(None, ge=0, le=100_000)
     cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
-    flash_attn: bool | None = None
+    flash_attn: Flag | None = None
     policy: Literal["binpack", "spread"] | None = None
     node_labels: dict[str, str] | None = None
     only_gpus: list[UUID] | None = None
     exclude_gpus: list[UUID] | None = None
-    priority: int | None = Field(None, ge=0, le=100)
-    allow_cpu_offload: bool | None = None
-    allow_multi_gpu: bool | None = None
+    priority: Int | None = Field(None, ge=0, le=100)
+    allow_cpu_offload: Flag | None = None
+    allow_multi_gpu: Flag | None = None
     extra_options: dict[str, OptionValue] | None = None
+
+    @field_validator(
+        "n_ctx", "idle_timeout", "cold_start_timeout", "max_queue", "cache_type", "flash_attn",
+        "policy", "node_labels", "priority", "allow_cpu_offload", "allow_multi_gpu",
+        "extra_options",
+    )  # fmt: skip
+    @classmethod
+    def not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("May not be null.")
+        return value
 
 
 class ScaleIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    replicas: int = Field(ge=0, le=MAX_REPLICAS)
-    min_replicas: int | None = Field(
+    replicas: Int = Field(ge=0, le=MAX_REPLICAS)
+    min_replicas: Int | None = Field(
         None, ge=0, le=MAX_REPLICAS, description="left out: an always-on deployment stays so"
     )
 

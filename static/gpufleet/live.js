@@ -10,7 +10,12 @@
     el.textContent = text;
   }
   document.addEventListener("htmx:wsOpen", function () { lastMessage = Date.now(); show("live", "live"); });
-  document.addEventListener("htmx:wsClose", function () { show("down", "disconnected — reconnecting…"); });
+  document.addEventListener("htmx:wsClose", function (e) {
+    // 4401: the login session ended (logout elsewhere, password change, expiry): reload,
+    // which lands on the login page, rather than reconnect forever.
+    if (e.detail && e.detail.event && e.detail.event.code === 4401) { window.location.reload(); return; }
+    show("down", "disconnected — reconnecting…");
+  });
   document.addEventListener("htmx:wsError", function () { show("down", "connection error"); });
   document.addEventListener("htmx:wsAfterMessage", function () {
     lastMessage = Date.now();

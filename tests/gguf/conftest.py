@@ -10,6 +10,12 @@ from gguf import GGMLQuantizationType as Q
 from models_app.gguf.testing import CHATML_TEMPLATE, write_tiny_model
 
 
+@pytest.fixture(autouse=True)
+def _fetch_from_loopback(settings):
+    """The test servers run on 127.0.0.1, an address the fetch guard refuses by default."""
+    settings.GPUFLEET_FETCH_ALLOW = ["127.0.0.0/8", "::1"]
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("gguf-models")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 from django.contrib import admin
+from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 from django.utils import timezone
 
@@ -199,3 +201,71 @@ def test_clear_action_clears_active_alerts(admin_client, node):
 def test_operator_without_staff_status_cannot_open_the_admin(operator_client, db):
     response = operator_client.get(reverse("admin:index"))
     assert response.status_code == 302 and "login" in response.url
+
+
+def _node_post(node: Node, **overrides) -> dict[str, str]:
+    data = {
+        "labels": json.dumps(node.labels),
+        "gpus-TOTAL_FORMS": "0",
+        "gpus-INITIAL_FORMS": "0",
+        "gpus-MIN_NUM_FORMS": "0",
+        "gpus-MAX_NUM_FORMS": "1000",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_node_facts_reported_by_the_agent_are_read_only_in_admin(admin_client, node):
+    node.disk_free = {"/models": 10 * GIB}
+    node.save()
+    before = (node.name, node.address, node.cpu_count)
+    response = admin_client.post(
+        _change(node),
+        _node_post(
+            node,
+            name="renamed",
+            address="10.9.9.9",
+            storage_roots='["/elsewhere"]',
+            cpu_count="999",
+            labels='{"zone": "a"}',
+        ),
+    )
+    assert response.status_code == 302
+    node.refresh_from_db()
+    assert (node.name, node.address, node.cpu_count) == before
+    assert node.storage_roots == ["/models"]
+    assert node.labels == {"zone": "a"}
+
+
+def test_the_node_form_says_what_the_agent_reports(admin_client, node):
+    response = admin_client.get(_change(node))
+    html = response.content.decode()
+    form = response.context["adminform"].form
+    assert set(form.fields) == {"labels"}
+    assert "Reported by the node&#x27;s agent (read-only)" in html
+    assert "Decided by operators" in html
+
+
+def test_node_labels_in_admin_must_map_strings_to_strings(admin_client, node):
+    response = admin_client.post(_change(node), _node_post(node, labels='{"zone": 1}'))
+    assert response.status_code == 200
+    assert "Labels must be an object of string" in response.content.decode()
+    node.refresh_from_db()
+    assert node.labels == {}
+
+
+def test_nodes_are_not_added_in_admin(admin_client, db):
+    assert admin_client.get(reverse("admin:inventory_node_add")).status_code == 403
+
+
+def test_view_on_site_with_a_key_that_is_not_a_uuid_is_a_404(admin_client, node):
+    content_type = ContentType.objects.get_for_model(Node)
+    for key in ("not-a-uuid", "1", "%00"):
+        response = admin_client.get(f"/admin/r/{content_type.pk}/{key}/")
+        assert response.status_code == 404, key
+
+
+def test_view_on_site_still_needs_staff(operator_client, node):
+    content_type = ContentType.objects.get_for_model(Node)
+    response = operator_client.get(f"/admin/r/{content_type.pk}/not-a-uuid/")
+    assert response.status_code == 302 and "/login/" in response["Location"]

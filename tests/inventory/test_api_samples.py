@@ -114,6 +114,11 @@ def test_samples_are_capped_and_the_answer_says_where_to_go_on(viewer_client, gp
         ({"start": "yesterday"}, "start"),
         ({"end": "2025-13-01T00:00:00Z"}, "end"),
         ({"start": "2025-03-01T13:00:00Z", "end": "2025-03-01T12:00:00Z"}, "end"),
+        ({"end": "0001-01-01T00:00:00"}, "end"),
+        ({"end": "0001-01-01T00:30:00+01:00"}, "end"),
+        ({"start": "0001-01-01T00:00:00"}, "start"),
+        ({"start": "9999-12-31T23:59:59-05:00"}, "start"),
+        ({"end": "9999-12-31T23:59:59"}, "end"),
     ],
 )
 def test_bad_sample_queries_are_422_naming_the_parameter(viewer_client, gpu, params, field):

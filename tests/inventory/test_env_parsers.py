@@ -51,3 +51,13 @@ def test_choice_rejects_values_outside_the_list():
 
 def test_list_splits_and_trims():
     assert parse_list("L", [], {"L": " a, b ,,c"}) == ["a", "b", "c"]
+
+
+def test_header_name_becomes_its_meta_key_and_rejects_junk():
+    from config.env import parse_header_name
+
+    env = {"H": " X-Forwarded-Proto "}
+    assert parse_header_name("H", "", env) == "HTTP_X_FORWARDED_PROTO"
+    assert parse_header_name("H", "", {}) == ""
+    with pytest.raises(ImproperlyConfigured, match="H="):
+        parse_header_name("H", "", {"H": "X-Forwarded-Proto: https"})

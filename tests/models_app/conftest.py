@@ -15,6 +15,12 @@ from tests.transfer.fakehub import FakeHub
 
 
 @pytest.fixture(autouse=True)
+def _fetch_from_loopback(settings):
+    """The test servers run on 127.0.0.1, an address the fetch guard refuses by default."""
+    settings.GPUFLEET_FETCH_ALLOW = ["127.0.0.0/8", "::1"]
+
+
+@pytest.fixture(autouse=True)
 def _empty_facts_cache():
     FACTS_CACHE.clear()
     yield

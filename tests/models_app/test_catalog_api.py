@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from models_app.choices import DownloadState
+from models_app.fetch_guard import REFUSED_MESSAGE
 from models_app.models import CatalogModel
 from tests.factories import CatalogModelFactory, GpuFactory, ModelFileFactory, NodeFactory
 
@@ -280,4 +281,27 @@ def test_a_path_model_needs_a_known_node_and_a_file_readable_here(operator_clien
     body = {"source": "path", "node": "far", "path": "/srv/far/model.gguf"}
     status, body = post(operator_client, body)
     assert status == 422 and "readable from the web process" in fields(body)["path"]
+    assert not CatalogModel.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/m.gguf", "http://0x7f.1:8000/m.gguf", "http://[::1]/m.gguf"],
+)
+def test_a_url_model_at_an_address_not_fetched_from_is_a_422_naming_url(
+    operator_client, settings, url
+):
+    settings.GPUFLEET_FETCH_ALLOW = []
+    status, answer = post(operator_client, {"source": "url", "url": url})
+    assert status == 422, answer
+    assert fields(answer) == {"url": REFUSED_MESSAGE}
+    assert not CatalogModel.objects.exists()
+
+
+def test_a_url_model_redirecting_to_loopback_is_refused(operator_client, gguf_hub, settings):
+    settings.GPUFLEET_FETCH_ALLOW = []  # only the hub's own origin is trusted
+    target = gguf_hub.resolve_url(REPO, "tiny-Q8_0.gguf")  # redirects to the CDN
+    status, answer = post(operator_client, {"source": "url", "url": target})
+    assert status == 422, answer
+    assert REFUSED_MESSAGE in fields(answer)["url"]
     assert not CatalogModel.objects.exists()

@@ -57,6 +57,7 @@ def environment(tmp_path: Path, hub: FakeHub) -> dict[str, str]:
         "GPUFLEET_DOWNLOAD_STALL_AFTER": "1",
         "GPUFLEET_WORKERS": "1",
         "HF_ENDPOINT": hub.url,
+        "GPUFLEET_FETCH_ALLOW": "127.0.0.0/8",  # the fake hub's CDN
         "PYTHONUNBUFFERED": "1",
     }
 

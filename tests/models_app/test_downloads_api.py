@@ -95,6 +95,18 @@ def test_it_rejects_a_download_path_that_climbs_out_with_dot_dot(
     assert not ModelFile.objects.exists()
 
 
+@pytest.mark.parametrize("path", ["llm\u0000x", "/srv/models/a\u0000/b"])
+def test_it_rejects_a_download_path_with_a_nul_character_saying_so(
+    operator_client, node, model, queued, path
+):
+    status, body = request(operator_client, model, node.pk, path)
+    assert status == 422
+    (error,) = body["errors"]
+    assert error["field"] == "download_path"
+    assert "NUL character" in error["message"] and "'..'" not in error["message"]
+    assert not ModelFile.objects.exists()
+
+
 @pytest.mark.parametrize("path", ["/etc/models", "/srv/modelsx/a", "/"])
 def test_it_rejects_an_absolute_download_path_outside_the_storage_roots(
     operator_client, node, model, queued, path

@@ -56,6 +56,32 @@ def test_delete_queues_the_removal_on_the_copys_node(operator_client, queued):
     assert copy.state == DownloadState.DELETING
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example/x",
+        "http://testserver.evil.example/",
+        "javascript:alert(1)",
+    ],
+)
+def test_retry_never_goes_back_to_another_site(operator_client, queued, target):
+    copy = ModelFileFactory(state=DownloadState.FAILED)
+    url = reverse("models_app:download-action", args=[copy.pk, "retry"])
+    response = operator_client.post(url, {"next": target})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("models_app:downloads")
+
+
+def test_retry_goes_back_to_a_page_of_this_site(operator_client, queued):
+    copy = ModelFileFactory(state=DownloadState.FAILED)
+    url = reverse("models_app:download-action", args=[copy.pk, "retry"])
+    back = f"/models/storage/{copy.node.pk}/?x=1"
+    response = operator_client.post(url, {"next": back})
+    assert response.status_code == 302 and response["Location"] == back
+
+
 def test_viewers_may_not_press_the_buttons(viewer_client):
     copy = ModelFileFactory(state=DownloadState.DOWNLOADING)
     url = reverse("models_app:download-action", args=[copy.pk, "cancel"])

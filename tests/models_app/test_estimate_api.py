@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from inventory.models import ApiToken
+from models_app.fetch_guard import REFUSED_MESSAGE
 from tests.factories import GpuFactory, NodeFactory
 from tests.gguf.http_server import serve_files
 
@@ -89,6 +90,18 @@ def test_hypothetical_gpus_can_be_planned(viewer_client, tiny_model):
             "f16",
         ),
         ({"path": "tiny-llama.gguf", "devices": [{"free_bytes": 0}]}, "devices.0.free_bytes", ""),
+        ({"path": "a\u0000b"}, "path", "NUL"),
+        ({"hf_repo": "a/b", "hf_file": "x\u0000.gguf"}, "hf_file", "NUL"),
+        (
+            {"path": "tiny-llama.gguf", "settings": {"tensor_split": [1e39, 1]}},
+            "settings.tensor_split.0",
+            "less than or equal",
+        ),
+        (
+            {"path": "tiny-llama.gguf", "settings": {"tensor_split": ["1", 1]}},
+            "settings.tensor_split.0",
+            "number",
+        ),
     ],
 )
 def test_bad_input_gets_a_422_naming_the_field(viewer_client, tiny_model, body, field, message):
@@ -97,6 +110,16 @@ def test_bad_input_gets_a_422_naming_the_field(viewer_client, tiny_model, body, 
     fields = {error["field"]: error["message"] for error in answer["errors"]}
     assert field in fields, fields
     assert message in fields[field]
+
+
+def test_huge_tensor_split_shares_with_gpus_are_a_422_not_a_500(viewer_client, tiny_model):
+    node = NodeFactory(name="gpu-node")
+    gpus = [str(GpuFactory(node=node, index=i, memory_used=0).pk) for i in range(2)]
+    for split in ([1e39, 1], [3.4e38, 3.4e38]):
+        body = {"path": str(tiny_model), "gpus": gpus, "settings": {"tensor_split": split}}
+        status, answer = post(viewer_client, body)
+        assert status == 422, answer
+        assert answer["errors"][0]["field"].startswith("settings.tensor_split")
 
 
 def test_an_unknown_gpu_is_a_404(viewer_client, tiny_model):
@@ -138,3 +161,34 @@ def test_an_unreachable_url_is_a_clear_error(operator_client):
 def test_the_estimate_is_in_the_openapi_schema(viewer_client):
     schema = viewer_client.get("/api/v1/openapi.json").json()
     assert "post" in schema["paths"]["/api/v1/estimate"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/m.gguf",
+        "http://localhost/m.gguf",
+        "http://2130706433/m.gguf",
+        "http://0x7f.1/m.gguf",
+        "http://[::ffff:127.0.0.1]/m.gguf",
+        "http://169.254.169.254/latest/meta-data/m.gguf",
+        "http://10.0.0.1/m.gguf",
+    ],
+)
+def test_a_url_to_an_address_not_fetched_from_is_a_422_naming_url(operator_client, settings, url):
+    settings.GPUFLEET_FETCH_ALLOW = []
+    status, answer = post(operator_client, {"url": url})
+    assert status == 422, answer
+    fields = {error["field"]: error["message"] for error in answer["errors"]}
+    assert fields == {"url": REFUSED_MESSAGE}
+
+
+def test_a_closed_port_and_an_unknown_host_read_alike(operator_client):
+    messages = set()
+    for url in ("http://127.0.0.1:9/model.gguf", "http://127.0.0.1:1/model.gguf"):
+        status, answer = post(operator_client, {"url": url})
+        assert status == 422
+        messages.add(answer["errors"][0]["message"].replace(url, "URL"))
+    (message,) = messages
+    assert "could not be reached" in message
+    assert "refused" not in message.lower() and "errno" not in message.lower()

@@ -1,10 +1,15 @@
-"""The estimate page: a GET form whose result htmx swaps as settings change."""
+"""The estimate page: a form whose result htmx swaps as settings change; a GET never
+makes the server fetch a URL."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
+from django.test import Client
+
 from tests.factories import GpuFactory, NodeFactory
+from tests.gguf.http_server import serve_files
 
 GIB = 1024**3
 PAGE = "/models/estimate/"
@@ -91,6 +96,32 @@ def test_bad_input_is_listed_in_the_result(viewer_client, tiny_model):
     assert "Tensor split: Give numbers separated by commas" in html
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"tensor_split": "1e308,1e308", "extra_gpus": "24,24"}, "Tensor split: Each tensor split"),
+        ({"tensor_split": "1e31,1", "extra_gpus": "24,24"}, "Tensor split: Each tensor split"),
+        ({"extra_gpus": "1e30"}, "Other GPUs: Each free GiB must be at most 1,048,576"),
+        ({"extra_gpus": "1e308"}, "Other GPUs: Each free GiB must be at most"),
+    ],
+)
+def test_huge_numbers_are_listed_as_bad_input_not_a_server_error(
+    viewer_client, tiny_model, extra, message
+):
+    response = viewer_client.get(PAGE, query(str(tiny_model), **extra), **HTMX)
+    assert response.status_code == 200
+    assert message in response.content.decode()
+
+
+def test_huge_tensor_split_shares_with_inventory_gpus_are_refused(viewer_client, tiny_model):
+    node = NodeFactory(name="gpu-node")
+    gpus = [str(GpuFactory(node=node, index=i, memory_used=0).pk) for i in range(2)]
+    extra = {"tensor_split": "1e308,1e308", "gpus": gpus}
+    response = viewer_client.get(PAGE, query(str(tiny_model), **extra), **HTMX)
+    assert response.status_code == 200
+    assert "Each tensor split must be at most" in response.content.decode()
+
+
 def test_a_quantized_v_cache_without_flash_attention_is_explained(viewer_client, tiny_model):
     html = viewer_client.get(PAGE, query(str(tiny_model), cache_type_v="q8_0"), **HTMX)
     assert "requires flash attention" in html.content.decode()
@@ -108,3 +139,36 @@ def test_viewers_may_not_make_the_server_fetch_urls(viewer_client):
 
 def test_the_navigation_links_the_page(viewer_client):
     assert f'href="{PAGE}"' in viewer_client.get("/").content.decode()
+
+
+def test_a_get_never_makes_the_server_fetch_a_url(operator_client, tiny_model):
+    with serve_files(tiny_model.parent) as (base, state):
+        url = f"{base}/files/{tiny_model.name}"
+        html = operator_client.get(PAGE, query(url), **HTMX).content.decode()
+        page = operator_client.get(PAGE, query(url)).content.decode()
+    assert state.requests == []
+    assert "press <strong>Estimate</strong>" in html
+    assert f'value="{url}"' in page and 'method="post"' in page
+
+
+def test_a_post_with_the_csrf_token_reads_the_url(operator_user, tiny_model):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(operator_user)
+    with serve_files(tiny_model.parent) as (base, state):
+        url = f"{base}/files/{tiny_model.name}"
+        assert client.post(PAGE, query(url), **HTMX).status_code == 403  # no token
+        assert state.requests == []
+        page = client.get(PAGE, query(url))
+        token = page.cookies["csrftoken"].value
+        response = client.post(PAGE, {**query(url), "csrfmiddlewaretoken": token}, **HTMX)
+    assert response.status_code == 200
+    assert state.requests
+    assert "bar-row" in response.content.decode()
+    pushed = response["HX-Push-Url"]
+    assert pushed.startswith(PAGE + "?") and "csrfmiddlewaretoken" not in pushed
+
+
+def test_a_post_to_a_private_address_shows_the_generic_refusal(operator_client, settings):
+    settings.GPUFLEET_FETCH_ALLOW = []
+    html = operator_client.post(PAGE, query("http://169.254.169.254/m.gguf"), **HTMX)
+    assert "does not fetch from" in html.content.decode()

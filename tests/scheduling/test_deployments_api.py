@@ -166,3 +166,81 @@ def test_instances_runs_and_logs(operator_client, created, tmp_path):
         call(operator_client, "get", "/api/v1/instances/00000000-0000-0000-0000-000000000000")[0]
         == 404
     )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"priority": "7"},
+        {"priority": True},
+        {"priority": 7.0},
+        {"n_ctx": "256"},
+        {"idle_timeout": "60"},
+        {"cold_start_timeout": True},
+        {"max_queue": 1.0},
+        {"flash_attn": "yes"},
+        {"allow_cpu_offload": 1},
+        {"allow_multi_gpu": "true"},
+        {"priority": None},
+    ],
+)
+def test_settings_changes_of_the_wrong_type_are_refused_and_change_nothing(
+    operator_client, created, change
+):
+    (field,) = change
+    status, body = call(operator_client, "patch", f"{URL}/{created['id']}", change)
+    assert status == 422, body
+    assert field in fields(body)
+    deployment = Deployment.objects.get(pk=created["id"])
+    assert (deployment.priority, deployment.n_ctx, deployment.flash_attn) == (50, 4096, False)
+
+
+@pytest.mark.parametrize(
+    "scale",
+    [
+        {"replicas": "1"},
+        {"replicas": True},
+        {"replicas": 1.0},
+        {"replicas": 1, "min_replicas": "0"},
+        {"replicas": 1, "min_replicas": False},
+    ],
+)
+def test_scaling_with_a_number_of_the_wrong_type_is_refused(operator_client, created, scale):
+    status, body = call(operator_client, "post", f"{URL}/{created['id']}/scale", scale)
+    assert status == 422, body
+    assert set(fields(body)) <= {"replicas", "min_replicas"} and fields(body)
+    assert Deployment.objects.get(pk=created["id"]).replicas == 1
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"replicas": "2"},
+        {"min_replicas": True},
+        {"idle_timeout": 60.0},
+        {"cold_start_timeout": "600"},
+        {"max_queue": "8"},
+        {"parallel": True},
+        {"allow_multi_gpu": "yes"},
+    ],
+)
+def test_new_deployments_with_numbers_or_flags_of_the_wrong_type_are_refused(
+    operator_client, ready, extra
+):
+    body = {"model_id": str(ready.pk), "served_name": "seven", **extra}
+    status, answer = call(operator_client, "post", URL, body)
+    assert status == 422, answer
+    assert set(extra) <= set(fields(answer))
+    assert not Deployment.objects.exists()
+
+
+def test_a_huge_unknown_key_is_not_echoed_back(operator_client, created):
+    key = "k" * 1_000_000
+    response = operator_client.patch(
+        f"{URL}/{created['id']}", json.dumps({key: 1}), content_type="application/json"
+    )
+    assert response.status_code == 422
+    assert len(response.content) < 2_000
+    (error,) = response.json()["errors"]
+    assert error["field"].startswith("kkk") and len(error["field"]) <= 100
+    assert error["message"] == "Unknown field."

@@ -23,6 +23,12 @@ REPO = "acme/tiny-GGUF"
 MiB = 1024 * 1024
 
 
+@pytest.fixture(autouse=True)
+def _fetch_from_loopback(settings):
+    """The test servers run on 127.0.0.1, an address the fetch guard refuses by default."""
+    settings.GPUFLEET_FETCH_ALLOW = ["127.0.0.0/8", "::1"]
+
+
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
     with FakeHub() as fake:

@@ -1,0 +1,15 @@
+// Behaviour that used to sit in inline on* attributes, which the Content-Security-Policy
+// (script-src 'self') refuses to run:
+//   <form data-confirm="Delete it?">   asks before submitting;
+//   <form data-navigate-on-change>     goes to the URL its <select> holds when it changes.
+(function () {
+  document.addEventListener("submit", function (e) {
+    const form = e.target.closest("form[data-confirm]");
+    if (form && !window.confirm(form.dataset.confirm)) e.preventDefault();
+  }, true);
+  document.addEventListener("change", function (e) {
+    const form = e.target.closest("form[data-navigate-on-change]");
+    const select = form && form.querySelector("select");
+    if (select) window.location = select.value;
+  });
+})();
