@@ -103,7 +103,7 @@ def test_an_operator_revokes_a_key_after_a_confirm(
 ):
     key, _ = InferenceKey.issue("old")
     page = operator_client.get(URL).content.decode()
-    assert revoke_url(key) in page and "data-confirm=\"Revoke the key old?" in page
+    assert revoke_url(key) in page and 'data-confirm="Revoke the key old?' in page
     with django_capture_on_commit_callbacks(execute=True):
         response = operator_client.post(revoke_url(key))
     assert response.status_code == 302 and response["Location"] == URL
