@@ -25,7 +25,7 @@ from models_app.estimating import EstimateInputError, ModelSource
 from models_app.fetch_guard import FetchRefused, check_url
 from models_app.gguf import ModelFacts
 from models_app.gguf.split import shard_locations
-from models_app.models import CatalogModel
+from models_app.models import CatalogModel, has_credentials
 from models_app.transfer import (
     GgufModel,
     HfFile,
@@ -131,6 +131,13 @@ def add_hf_model(
     return _save(entry, files, facts, user)
 
 
+CREDENTIALS_REFUSED = (
+    "A URL with a user name or password is not accepted: it would be stored and shown to "
+    "everyone who can read the catalog. Use a link without credentials (a public or signed "
+    "URL); for private Hugging Face repos add them from the hub with HF_TOKEN set."
+)
+
+
 def add_url_model(
     url: str, user: Any = None, display_name: str = "", sha256: str = ""
 ) -> CatalogModel:
@@ -138,6 +145,8 @@ def add_url_model(
     url, sha256 = url.strip(), sha256.strip().lower()
     if not url:
         raise CatalogError(REQUIRED, "url")
+    if has_credentials(url):
+        raise CatalogError(CREDENTIALS_REFUSED, "url")
     name = posixpath.basename(unquote(urlsplit(url).path))
     if not name.lower().endswith(".gguf"):
         raise CatalogError("The URL must name a .gguf file.", "url")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from functools import cached_property
 from pathlib import PurePosixPath
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -87,8 +88,14 @@ class CatalogModel(models.Model):
         if self.source_kind == SourceKind.HF:
             return f"{self.hf_repo}/{self.hf_filename}@{self.revision}"
         if self.source_kind == SourceKind.URL:
-            return self.url
+            return self.shown_url
         return f"{self.path_node.name if self.path_node else '?'}:{self.path}"
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as pages and the API show it: without any credentials in it (added
+        before they were refused), so a read-only user never sees them."""
+        return redact_credentials(self.url)
 
     @cached_property
     def model_facts(self) -> ModelFacts:
@@ -163,3 +170,16 @@ class ModelFile(models.Model):
             DownloadState.DOWNLOADING,
             DownloadState.VERIFYING,
         )
+
+
+def has_credentials(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.username or parts.password or "@" in parts.netloc)
+
+
+def redact_credentials(url: str) -> str:
+    """``https://user:secret@host/x`` → ``https://***@host/x``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))

@@ -50,6 +50,10 @@ class CatalogModelOut(Schema):
     def resolve_source(obj: CatalogModel) -> str:
         return obj.source_label
 
+    @staticmethod
+    def resolve_url(obj: CatalogModel) -> str:
+        return obj.shown_url
+
 
 class NodeFitOut(Schema):
     node: str

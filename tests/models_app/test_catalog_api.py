@@ -305,3 +305,25 @@ def test_a_url_model_redirecting_to_loopback_is_refused(operator_client, gguf_hu
     assert status == 422, answer
     assert REFUSED_MESSAGE in fields(answer)["url"]
     assert not CatalogModel.objects.exists()
+
+
+def test_a_url_with_credentials_is_refused_and_nothing_reaches_the_server(
+    operator_client, gguf_hub
+):
+    url = gguf_hub.resolve_url(REPO, "tiny-Q8_0.gguf").replace("http://", "http://user:s3cret@")
+    status, body = post(operator_client, {"source": "url", "url": url})
+    assert status == 422
+    assert body["errors"][0]["field"] == "url" and "user name or password" in body["detail"]
+    assert "s3cret" not in json.dumps(body)
+    assert not CatalogModel.objects.exists()
+
+
+def test_credentials_stored_before_are_never_shown(viewer_client):
+    CatalogModelFactory(
+        display_name="old", source_kind="url", url="https://bob:s3cret@mirror.example/m.gguf",
+        hf_repo="", hf_filename="",
+    )  # fmt: skip
+    listing = viewer_client.get(URL).content.decode()
+    page = viewer_client.get("/models/").content.decode()
+    assert "s3cret" not in listing and "bob" not in listing and "s3cret" not in page
+    assert "https://***@mirror.example/m.gguf" in listing
