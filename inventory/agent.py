@@ -4,9 +4,11 @@ maintenance windows and history housekeeping. ``manage.py agent`` runs ``Agent.r
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -17,7 +19,7 @@ from django.conf import settings
 from django.db import OperationalError, close_old_connections
 from django.utils import timezone
 
-from inventory import actions, telemetry
+from inventory import actions, leases, telemetry
 from inventory.models import Node
 from inventory.probe import Probe, get_probe
 
@@ -27,6 +29,10 @@ LIVENESS_EVERY = 5.0
 HOUSEKEEPING_EVERY = 60.0
 DOWNLOADS_EVERY = 10.0  # look for downloads whose worker died (see models_app.actions)
 REDISCOVER_EVERY = 30.0
+# The fleet-wide passes run in one agent at a time (inventory.leases): renewed every
+# LEASE_RENEW s, taken over by another agent LEASE_TTL s after its holder stopped renewing.
+LEASE_RENEW = 2.0
+LEASE_TTL = 8.0
 
 
 def host_facts(storage_roots: list[str]) -> actions.HostFacts:
@@ -62,6 +68,8 @@ class Agent:
         self._due: dict[str, float] = {"rediscover": time.monotonic() + REDISCOVER_EVERY}
         self.node: Node = self.register()
         self.supervisor = _supervisor(self.node, self.probe)
+        self.holder = f"{node_name}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.is_housekeeper = False
 
     def register(self) -> Node:
         devices = self.probe.devices()
@@ -89,7 +97,8 @@ class Agent:
         if self._is_due("facts", FACTS_EVERY, now):
             facts = host_facts(settings.GPUFLEET_STORAGE_ROOTS)
         self.node = actions.do_heartbeat(self.node, facts)
-        if self._is_due("liveness", LIVENESS_EVERY, now):
+        housekeeper = self._housekeeper(now)
+        if housekeeper and self._is_due("liveness", LIVENESS_EVERY, now):
             actions.do_mark_stale_nodes_offline()
             actions.do_apply_maintenance_windows()
         if self._is_due("housekeeping", HOUSEKEEPING_EVERY, now):
@@ -99,13 +108,21 @@ class Agent:
 
             stall = timedelta(seconds=settings.GPUFLEET_DOWNLOAD_STALL_AFTER)
             do_resume_stalled(self.node, after=stall)
-        self._supervise(now)
+        self._supervise(now, housekeeper)
 
-    def _supervise(self, now: float) -> None:
+    def _housekeeper(self, now: float) -> bool:
+        """Whether this agent runs the fleet-wide passes now: one agent at a time, elected
+        with a lease renewed every ``LEASE_RENEW`` s; another takes over within
+        ``LEASE_TTL`` s of its death (a clean stop hands it over at once)."""
+        if self._is_due("lease", LEASE_RENEW, now):
+            self.is_housekeeper = leases.hold(leases.HOUSEKEEPER, self.holder, LEASE_TTL)
+        return self.is_housekeeper
+
+    def _supervise(self, now: float, housekeeper: bool) -> None:
         """Keep this node's backends up (scheduling.supervisor); a failure there must not
         stop telemetry and heartbeats."""
         try:
-            self.supervisor.tick(self.node, now)
+            self.supervisor.tick(self.node, now, housekeeper=housekeeper)
         except OperationalError:
             raise
         except Exception:
@@ -126,6 +143,10 @@ class Agent:
                 next_tick, delay = time.monotonic(), 0
             self.stop.wait(delay)
         self.probe.close()
+        try:
+            leases.release(leases.HOUSEKEEPER, self.holder)  # another agent takes over now
+        except OperationalError:
+            logger.warning("could not hand the housekeeper lease over; it lapses by itself")
 
     def install_signal_handlers(self) -> None:
         def _stop(signum: int, frame: FrameType | None) -> None:

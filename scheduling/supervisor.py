@@ -47,7 +47,9 @@ class Supervisor:
             return True
         return False
 
-    def tick(self, node: Node, now: float | None = None) -> None:
+    def tick(self, node: Node, now: float | None = None, housekeeper: bool = True) -> None:
+        """One round on this node; ``housekeeper``: this agent holds the lease for the
+        fleet-wide passes (inventory.leases)."""
         now = time.monotonic() if now is None else now
         self.node = node
         if not self.adopted:
@@ -60,7 +62,7 @@ class Supervisor:
             oom.check_node(node)
         if self._is_due("strays", STRAYS_EVERY, now):
             stop_strays(node)
-        if self._is_due("fleet", FLEET_EVERY, now):
+        if housekeeper and self._is_due("fleet", FLEET_EVERY, now):
             fleet_housekeeping()
 
 

@@ -1,8 +1,11 @@
 from inventory.models.alerts import Alert
 from inventory.models.events import LiveEvent
 from inventory.models.gpus import Gpu
+from inventory.models.leases import Lease
 from inventory.models.nodes import MaintenanceWindow, Node
 from inventory.models.telemetry import GpuSample
 from inventory.models.tokens import ApiToken
 
-__all__ = ["Alert", "ApiToken", "Gpu", "GpuSample", "LiveEvent", "MaintenanceWindow", "Node"]
+__all__ = [
+    "Alert", "ApiToken", "Gpu", "GpuSample", "Lease", "LiveEvent", "MaintenanceWindow", "Node",
+]  # fmt: skip
