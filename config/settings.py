@@ -118,8 +118,17 @@ SQLITE_PATH = STATE_DIR / "gpufleet.sqlite3"
 DATABASE_URL = parse_str("DATABASE_URL", f"sqlite:///{SQLITE_PATH}")
 
 
+# Long-running sync processes (agent, worker) keep their connection between ticks and
+# tasks (the Procfile sets 60 s for them); the ASGI web process must not (Django: use 0
+# under ASGI).
+CONN_MAX_AGE = parse_int("GPUFLEET_DB_CONN_MAX_AGE", 0, minimum=0, maximum=3600)
+
+
 def _database(url: str) -> dict[str, Any]:
-    config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=0))
+    config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=CONN_MAX_AGE))
+    # A connection that broke (a database restart) is replaced at the next request or
+    # task instead of failing it.
+    config["CONN_HEALTH_CHECKS"] = True
     if config["ENGINE"] == "django.db.backends.sqlite3":
         config["OPTIONS"] = {
             # WAL lets the agent, the worker and the web process read while one writes.

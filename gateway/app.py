@@ -23,13 +23,13 @@ import time
 from typing import Any
 
 import aiohttp
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from gateway import asgi_io, feed, keys, ondemand, proxy, usage
 from gateway.asgi_io import Receive, Scope, Send
 from gateway.errors import GatewayError, bad_request
 from gateway.table import Route, Table
+from inventory import events
 
 logger = logging.getLogger("gpufleet.gateway")
 COLD_POLL = 0.05  # seconds between route reads while requests wait for a cold start
@@ -42,7 +42,8 @@ FORWARDED = {
 
 
 def _db(function: Any, *args: Any) -> Any:
-    return sync_to_async(function, thread_sensitive=False)(*args)
+    """Database work off the request path, in a thread, with a fresh connection."""
+    return events.in_thread(function, *args)
 
 
 def _demand(deployment_id: str, wanted: int) -> bool:

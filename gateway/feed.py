@@ -15,7 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from gateway.table import Backend, Route
@@ -78,7 +77,6 @@ class Feed:
         assert layer is not None
         channel = await layer.new_channel()
         await layer.group_add(events.GROUP, channel)
-        await sync_to_async(lambda: None)()  # settings and apps are ready in this loop
         events.relay.ensure_started()  # embedded default: this process reads the outbox
         while True:
             try:

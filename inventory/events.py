@@ -20,7 +20,7 @@ from typing import Any, Literal, TypedDict
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import close_old_connections, transaction
 
 from inventory.models import LiveEvent
 
@@ -89,6 +89,22 @@ def deliver(event: Event) -> None:
         LiveEvent.objects.create(payload=event)
 
 
+def fresh_connection_call(function: Any, *args: Any) -> Any:
+    """Run ``function`` in a worker thread the way Django runs a request: connections that
+    broke (a database restart) or aged are replaced first and closed after, so a pool
+    thread never keeps a dead connection."""
+    close_old_connections()
+    try:
+        return function(*args)
+    finally:
+        close_old_connections()
+
+
+async def in_thread(function: Any, *args: Any) -> Any:
+    """``function(*args)`` off the event loop, with a fresh connection (see above)."""
+    return await sync_to_async(fresh_connection_call, thread_sensitive=False)(function, *args)
+
+
 def _fetch_after(last_id: int, limit: int = 500) -> list[tuple[int, Event]]:
     rows = LiveEvent.objects.filter(id__gt=last_id).order_by("id").values_list("id", "payload")
     return list(rows[:limit])
@@ -115,10 +131,10 @@ class Relay:
     async def run(self) -> None:
         layer = get_channel_layer()
         assert layer is not None
-        last_id = await sync_to_async(_latest_id, thread_sensitive=False)()
+        last_id = await in_thread(_latest_id)
         while True:
             try:
-                batch = await sync_to_async(_fetch_after, thread_sensitive=False)(last_id)
+                batch = await in_thread(_fetch_after, last_id)
             except Exception:  # the database may be briefly locked or restarting
                 logger.exception("event relay: reading the outbox failed")
                 batch = []
