@@ -207,8 +207,20 @@ def do_progress(copy: ModelFile, worker: str, progress: Progress) -> bool:
         bytes_done=progress.bytes_done,
         speed=progress.speed,
         eta_seconds=progress.eta_seconds,
+        retrying="",
         updated_at=timezone.now(),
     )
+    if updated:
+        _changed(copy)
+    return bool(updated)
+
+
+def do_retrying(copy: ModelFile, worker: str, note: str) -> bool:
+    """Record that connection retries run ("retrying: <reason>, attempt n of m"); the next
+    progress clears it. False when the copy is no longer this worker's."""
+    updated = ModelFile.objects.filter(
+        pk=copy.pk, state=DownloadState.DOWNLOADING, task_id=worker
+    ).update(retrying=note[:500], updated_at=timezone.now())
     if updated:
         _changed(copy)
     return bool(updated)
@@ -243,12 +255,22 @@ def do_finish(copy: ModelFile, size: int, sha256: str) -> bool:
 
 def do_fail(copy: ModelFile, error: str) -> bool:
     failing = (*ACTIVE_STATES, DownloadState.DELETING)
-    return _move(copy, failing, DownloadState.FAILED, error=error[:4000], speed=0)
+    return _move(
+        copy,
+        failing,
+        DownloadState.FAILED,
+        error=error[:4000],
+        speed=0,
+        eta_seconds=None,
+        retrying="",
+    )
 
 
 def do_cancel(copy: ModelFile) -> bool:
     """Stop a queued or running download; its bytes stay on disk for a retry."""
-    return _move(copy, ACTIVE_STATES, DownloadState.CANCELLED, speed=0, eta_seconds=None)
+    return _move(
+        copy, ACTIVE_STATES, DownloadState.CANCELLED, speed=0, eta_seconds=None, retrying=""
+    )
 
 
 def do_retry(copy: ModelFile) -> ModelFile:

@@ -115,7 +115,9 @@ def add_hf_model(
     except TransferError as error:
         raise _transfer_error(error, "hf_repo") from error
     commit = first.commit or ""
-    facts = _facts(ModelSource(hf_repo=repo_id, hf_file=model.files[0].path, revision=commit))
+    facts = _facts(
+        ModelSource(hf_repo=repo_id, hf_file=model.files[0].path, revision=commit), first.size
+    )
     files = [
         {"name": info.path, "size": info.size or 0, "sha256": info.sha256 or ""}
         for info in model.files
@@ -161,7 +163,7 @@ def add_url_model(
         remote = resolve_url(url, sha256=sha256 or None)
     except TransferError as error:
         raise _transfer_error(error, "url") from error
-    facts = _facts(ModelSource(url=url))
+    facts = _facts(ModelSource(url=url), remote.size)
     entry = CatalogModel(
         display_name=display_name.strip() or name.removesuffix(".gguf"),
         source_kind=SourceKind.URL,
@@ -217,9 +219,9 @@ def _local_shards(path: str) -> list[str]:
     return shards
 
 
-def _facts(source: ModelSource) -> ModelFacts:
+def _facts(source: ModelSource, size: int | None = None) -> ModelFacts:
     try:
-        return estimating.load_facts(source)
+        return estimating.load_facts(source, size=size)
     except EstimateInputError as error:
         field = "path" if source.path else "hf_file" if source.hf_repo else "url"
         raise CatalogError(error.message, field) from error

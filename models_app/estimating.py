@@ -205,8 +205,9 @@ class _FactsCache:
 FACTS_CACHE = _FactsCache(FACTS_CACHE_SIZE)
 
 
-def load_facts(source: ModelSource) -> ModelFacts:
-    """The model's facts from its header(s), read (or remembered) from the source."""
+def load_facts(source: ModelSource, *, size: int | None = None) -> ModelFacts:
+    """The model's facts from its header(s), read (or remembered) from the source
+    (``size``: the remote file's, when known, so no read asks past its end)."""
     location = source.location()
     field = "path" if source.path else "url" if source.url else "hf_file"
     if source.remote:
@@ -221,7 +222,9 @@ def load_facts(source: ModelSource) -> ModelFacts:
     headers = _auth_headers(source)
     try:
         # A local file may still be downloading: its header is all an estimate needs.
-        facts = load_model_facts(location, partial=not source.remote, http_headers=headers)
+        facts = load_model_facts(
+            location, partial=not source.remote, http_headers=headers, size=size
+        )
     except FetchRefused as error:  # a redirect to an address that is not fetched from
         raise EstimateInputError(field, error.message) from error
     except GGUFError as error:

@@ -130,6 +130,11 @@ class ModelFile(models.Model):
     speed = models.FloatField(default=0, help_text="bytes per second, recent")
     eta_seconds = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
+    retrying = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="while connection retries run: the last error and the attempt (n of m)",
+    )
     attempts = models.PositiveIntegerField(default=0)
     task_id = models.CharField(max_length=64, blank=True)
     requested_by = models.ForeignKey(
@@ -162,6 +167,29 @@ class ModelFile(models.Model):
     @property
     def percent(self) -> float:
         return 100.0 * self.bytes_done / self.bytes_total if self.bytes_total else 0.0
+
+    @property
+    def stopped(self) -> bool:
+        """Failed or cancelled: no speed or ETA; the bytes on disk are kept for a resume."""
+        return self.state in (DownloadState.FAILED, DownloadState.CANCELLED)
+
+    @property
+    def progress_text(self) -> str:
+        """``98.9 %``, or ``stopped at 98.9 %`` for a failed or cancelled copy."""
+        shown = f"{self.percent:.1f} %"
+        return f"stopped at {shown}" if self.stopped else shown
+
+    @property
+    def shown_speed(self) -> float | None:
+        return self.speed if self.state == DownloadState.DOWNLOADING else None
+
+    @property
+    def shown_eta(self) -> float | None:
+        return self.eta_seconds if self.state == DownloadState.DOWNLOADING else None
+
+    @property
+    def shown_retrying(self) -> str:
+        return self.retrying if self.state == DownloadState.DOWNLOADING else ""
 
     @property
     def is_active(self) -> bool:

@@ -28,6 +28,7 @@ from models_app.transfer import (
     DownloadResult,
     HfFile,
     TransferError,
+    TransientError,
     UnsafePath,
     download_shards,
     download_url,
@@ -94,7 +95,12 @@ def _transfer(copy: ModelFile, worker: str, directory: Path) -> list[DownloadRes
         if not actions.do_progress(copy, worker, actions.Progress(done, speed, eta)):
             stop.set()  # cancelled by an operator, or another worker took over
 
-    options = DownloadOptions(progress=progress, should_stop=stop.is_set)
+    def retrying(error: TransientError, attempt: int, attempts: int) -> None:
+        note = f"retrying: {error}, attempt {attempt} of {attempts}"
+        if not actions.do_retrying(copy, worker, note):
+            stop.set()
+
+    options = DownloadOptions(progress=progress, should_stop=stop.is_set, on_retry=retrying)
     model = copy.model
     if model.source_kind == SourceKind.HF:
         source = HfFile(

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import BaseConstraint, Q
+from django.db.models.functions import Lower
 
 from inventory.models import Gpu, Node
 from models_app.models import CatalogModel, ModelFile
@@ -29,6 +31,7 @@ served_name_validator = RegexValidator(
     "Use letters, digits and . _ : / - (at most 128 characters), as clients will type it.",
 )
 MAX_REPLICAS = 64
+SERVED_NAME_UNIQUE = "deployment_served_name_unique_any_case"
 
 
 class Deployment(models.Model):
@@ -40,7 +43,11 @@ class Deployment(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="deployments")
-    served_name = models.CharField(max_length=128, unique=True, validators=[served_name_validator])
+    # Unique without regard to case (``TINY`` and ``tiny`` are one name to a person): the
+    # constraint on Lower(served_name) below; the plain index serves exact lookups.
+    served_name = models.CharField(
+        max_length=128, db_index=True, validators=[served_name_validator]
+    )
     replicas = models.PositiveSmallIntegerField(
         default=1,
         validators=[MaxValueValidator(MAX_REPLICAS)],
@@ -114,10 +121,27 @@ class Deployment(models.Model):
                 condition=Q(min_replicas__lte=models.F("replicas")),
                 name="deployment_min_replicas_at_most_replicas",
             ),
+            models.UniqueConstraint(Lower("served_name"), name=SERVED_NAME_UNIQUE),
         ]
 
     def __str__(self) -> str:
         return self.served_name
+
+    def validate_unique(self, exclude: Collection[str] | None = None) -> None:
+        """The served name, without regard to case, with the taken name in the message."""
+        super().validate_unique(exclude)
+        if exclude and "served_name" in exclude:
+            return
+        taken = served_name_taken(self.served_name, but=self.pk)
+        if taken is not None:
+            raise ValidationError({"served_name": served_name_taken_message(taken)})
+
+    def get_constraints(self) -> list[tuple[type[models.Model], Sequence[BaseConstraint]]]:
+        """``validate_unique`` checks the served name's constraint, on the field."""
+        return [
+            (model, [c for c in constraints if c.name != SERVED_NAME_UNIQUE])
+            for model, constraints in super().get_constraints()
+        ]
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
@@ -162,6 +186,18 @@ class Deployment(models.Model):
     @property
     def on_demand(self) -> bool:
         return self.min_replicas < self.replicas
+
+
+def served_name_taken(name: str, but: Any = None) -> str | None:
+    """The served name of another deployment that equals ``name`` but for case, if any."""
+    others = Deployment.objects.filter(served_name__iexact=name)
+    if but is not None:
+        others = others.exclude(pk=but)
+    return others.values_list("served_name", flat=True).first()
+
+
+def served_name_taken_message(taken: str) -> str:
+    return f"A deployment already serves {taken!r}."
 
 
 def _is_labels(value: Any) -> bool:

@@ -108,3 +108,16 @@ def queued(monkeypatch) -> list[tuple[str, tuple, str]]:
 
     monkeypatch.setattr("django_q.tasks.async_task", fake_async_task)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redis_cache():
+    """In the cluster pass the cache is Redis, which outlives each test's database:
+    throttling counters must not carry over from one test to the next."""
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        from django.core.cache import cache
+
+        cache.clear()
+    yield

@@ -90,15 +90,38 @@ class ModelFileOut(Schema):
     bytes_done: int
     bytes_total: int
     percent: float
-    speed: float = Field(description="bytes per second, recent")
-    eta_seconds: float | None
+    progress: str = Field(
+        description='"98.9 %"; "stopped at 98.9 %" for a failed or cancelled copy (the bytes '
+        "on disk are kept for a resume)"
+    )
+    speed: float = Field(description="bytes per second, recent; 0 unless downloading")
+    eta_seconds: float | None = Field(description="null unless downloading")
     sha256: str = Field(description="of the (first) file once verified")
     error: str
+    retrying: str = Field(
+        description='while connection retries run: "retrying: <reason>, attempt n of m"'
+    )
     attempts: int
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     last_used_at: datetime | None
+
+    @staticmethod
+    def resolve_progress(obj: ModelFile) -> str:
+        return obj.progress_text
+
+    @staticmethod
+    def resolve_speed(obj: ModelFile) -> float:
+        return obj.shown_speed or 0.0
+
+    @staticmethod
+    def resolve_eta_seconds(obj: ModelFile) -> float | None:
+        return obj.shown_eta
+
+    @staticmethod
+    def resolve_retrying(obj: ModelFile) -> str:
+        return obj.shown_retrying
 
     @staticmethod
     def resolve_model_name(obj: ModelFile) -> str:

@@ -16,6 +16,7 @@ from models_app.gguf.errors import (
     GGUFLimitError,
     GGUFRemoteError,
     GGUFSplitError,
+    GGUFTooShortError,
     GGUFUnsupportedError,
 )
 from models_app.gguf.facts import ModelFacts, ShardInfo, build_facts
@@ -40,6 +41,7 @@ __all__ = [
     "GGUFLimitError",
     "GGUFRemoteError",
     "GGUFSplitError",
+    "GGUFTooShortError",
     "GGUFUnsupportedError",
     "HttpRangeSource",
     "Limits",

@@ -40,6 +40,18 @@ class GGUFIncompleteError(GGUFError):
         )
 
 
+class GGUFTooShortError(GGUFIncompleteError):
+    """A complete file (not one still downloading) that ends before its header does: not a
+    GGUF file, or a truncated one. Waiting or reading again will not help."""
+
+    def __init__(self, source_name: str, needed_bytes: int, available_bytes: int) -> None:
+        super().__init__(source_name, needed_bytes, available_bytes)
+        self.args = (
+            f"{source_name} is not a GGUF file or is too short ({available_bytes} bytes): "
+            f"its header needs at least {needed_bytes} bytes, only {available_bytes} available",
+        )
+
+
 class GGUFSplitError(GGUFError):
     """The shards given do not form one split model (wrong count, order or numbering)."""
 

@@ -40,10 +40,12 @@ def open_source(
     partial: bool = False,
     http_headers: Mapping[str, str] | None = None,
     client: httpx.Client | None = None,
+    size: int | None = None,
 ) -> ByteSource:
-    """A byte source for a local path (``partial`` while downloading) or an http(s) URL."""
+    """A byte source for a local path (``partial`` while downloading) or an http(s) URL
+    (``size``: the remote file's, when already known)."""
     if is_url(location):
-        return HttpRangeSource(os.fspath(location), headers=http_headers, client=client)
+        return HttpRangeSource(os.fspath(location), headers=http_headers, client=client, size=size)
     return PartialFileSource(location) if partial else LocalFileSource(location)
 
 
@@ -54,12 +56,14 @@ def load_model_facts(
     http_headers: Mapping[str, str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     timeout: float = DEFAULT_TIMEOUT,
+    size: int | None = None,
 ) -> ModelFacts:
     """Facts for the model at ``location``: a path or URL of the file or of any shard.
 
     The sibling shards are derived from a shard name and all are read (headers
     only). ``http_headers`` (e.g. Authorization) are sent to remote servers. Remote
     reads go through the fetch guard (``FetchRefused`` for an address not fetched from).
+    ``size`` is the size of the file at ``location`` when the caller already knows it.
     """
     locations = shard_locations(location)
     client = guarded_client(follow_redirects=True, timeout=timeout) if is_url(location) else None
@@ -67,7 +71,13 @@ def load_model_facts(
     try:
         for shard in locations:
             sources.append(
-                open_source(shard, partial=partial, http_headers=http_headers, client=client)
+                open_source(
+                    shard,
+                    partial=partial,
+                    http_headers=http_headers,
+                    client=client,
+                    size=size if os.fspath(shard) == os.fspath(location) else None,
+                )
             )
         return parse_model(sources, limits)
     finally:

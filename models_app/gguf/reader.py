@@ -12,7 +12,12 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from models_app.gguf.errors import GGUFFormatError, GGUFIncompleteError, GGUFLimitError
+from models_app.gguf.errors import (
+    GGUFFormatError,
+    GGUFIncompleteError,
+    GGUFLimitError,
+    GGUFTooShortError,
+)
 from models_app.gguf.sources import ByteSource
 from models_app.gguf.strings import skip_scalar, skip_vectorised
 
@@ -64,14 +69,19 @@ class Cursor:
         """Raise if byte ``end`` cannot be part of the header, without reading."""
         size = self.source.size()
         if size is not None and end > size:
-            raise GGUFIncompleteError(self.source.name, end, size)
+            raise self._short(end, size)
         if end > self.limits.max_header_bytes:
             raise GGUFLimitError(
                 f"the header of {self.source.name} is larger than the "
                 f"{_size_text(self.limits.max_header_bytes)} limit (it needs at least {end} bytes)"
             )
         if self._exhausted and end > len(self.buf):
-            raise GGUFIncompleteError(self.source.name, end, len(self.buf))
+            raise self._short(end, len(self.buf))
+
+    def _short(self, end: int, available: int) -> GGUFIncompleteError:
+        """Incomplete (a partial file may grow), or too short (a complete one will not)."""
+        kind = GGUFTooShortError if self.source.complete else GGUFIncompleteError
+        return kind(self.source.name, end, available)
 
     def check_count(self, what: str, count: int, cap: int, min_item_bytes: int) -> None:
         """Reject a declared count above ``cap`` or one that cannot fit in the file."""
@@ -90,7 +100,7 @@ class Cursor:
                 data = data[:want]
             if not data:
                 self._exhausted = True
-                raise GGUFIncompleteError(self.source.name, end, have)
+                raise self._short(end, have)
             self.buf += data
             self._chunk *= 2
 

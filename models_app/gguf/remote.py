@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -19,9 +20,24 @@ from models_app.fetch_guard import guarded_client
 from models_app.gguf.errors import GGUFRemoteError
 from models_app.gguf.sources import SourceBase
 
+if TYPE_CHECKING:
+    from models_app.transfer.retry import RetryPolicy
+
 REMOTE_INITIAL_CHUNK = 256 * 1024
 DEFAULT_TIMEOUT = 30.0
 log = logging.getLogger(__name__)
+_TRANSIENT = (408, 425, 429)
+
+
+def header_retry_policy() -> RetryPolicy:
+    """Retries of a header read after a 5xx or 429: as the download engine does, with
+    backoff and ``Retry-After`` honoured, but bounded for a request someone waits on
+    (3 attempts, waits of at most 4 s each: under 10 s in all)."""
+    from models_app.transfer.retry import RetryPolicy  # transfer imports gguf
+
+    return RetryPolicy(attempts=3, base_delay=0.5, max_delay=4.0)
+
+
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
@@ -31,7 +47,9 @@ class HttpRangeSource(SourceBase):
     ``headers`` (e.g. ``Authorization``) go with every request; redirects are
     followed. Pass ``client`` to share connections; otherwise one is made (through the
     fetch guard, every hop) and closed by ``close()``. ``bytes_received`` and
-    ``requests`` count the traffic.
+    ``requests`` count the traffic. ``size``, when the caller knows it (a hub's
+    ``X-Linked-Size``), keeps the first request from asking past the end of the file.
+    A 5xx or 429 answer is retried per ``retry`` (``header_retry_policy()``).
     """
 
     complete = True
@@ -44,14 +62,17 @@ class HttpRangeSource(SourceBase):
         client: httpx.Client | None = None,
         initial_chunk: int = REMOTE_INITIAL_CHUNK,
         timeout: float = DEFAULT_TIMEOUT,
+        size: int | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.url = url
+        self.retry = retry or header_retry_policy()
         self.name = _redact(url)
         self.initial_chunk = initial_chunk
         self._headers = dict(headers or {})
         self._owns_client = client is None
         self._client = client or guarded_client(follow_redirects=True, timeout=timeout)
-        self._size: int | None = None
+        self._size: int | None = size
         self.bytes_received = 0
         self.requests = 0
 
@@ -61,11 +82,22 @@ class HttpRangeSource(SourceBase):
     def read(self, offset: int, length: int) -> bytes:
         if length <= 0 or (self._size is not None and offset >= self._size):
             return b""
+        if self._size is not None:
+            length = min(length, self._size - offset)  # never ask past the known end
         headers = {
             **self._headers,
             "Range": f"bytes={offset}-{offset + length - 1}",
             "Accept-Encoding": "identity",
         }
+        from models_app.transfer.errors import TransientError
+        from models_app.transfer.retry import with_retries
+
+        try:
+            return with_retries(lambda _: self._read_once(headers, offset, length), self.retry)
+        except TransientError as error:
+            raise GGUFRemoteError(str(error)) from error
+
+    def _read_once(self, headers: dict[str, str], offset: int, length: int) -> bytes:
         self.requests += 1
         try:
             with self._client.stream(
@@ -91,6 +123,14 @@ class HttpRangeSource(SourceBase):
             raise GGUFRemoteError(
                 f"{self.name} ignored the Range request (HTTP 200, whole file): the server does "
                 "not support partial downloads, so the header cannot be read remotely"
+            )
+        if status in _TRANSIENT or status >= 500:
+            from models_app.transfer.errors import TransientError
+            from models_app.transfer.http import retry_after
+
+            raise TransientError(
+                f"cannot read {self.name}: HTTP {status} {response.reason_phrase}",
+                retry_after=retry_after(response.headers),
             )
         if status != 206:
             raise GGUFRemoteError(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models_app.gguf.split import shard_locations
-from models_app.transfer.errors import VerificationFailed
+from models_app.transfer.errors import TransientError, VerificationFailed
 from models_app.transfer.hashing import FileHasher
 from models_app.transfer.http import open_client, resolve_url
 from models_app.transfer.hub import resolve_hf_file
@@ -43,6 +43,9 @@ class DownloadOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     space_margin: int = DEFAULT_SPACE_MARGIN
     progress_interval: float = 0.5
+    on_retry: Callable[[TransientError, int, int], None] | None = None
+    """Called before each retry with the error, the attempt about to be made, and the
+    most attempts in a row (e.g. to show "retrying: <reason>, attempt 2 of 6")."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,11 @@ def download_url(
 ) -> DownloadResult:
     """Download a plain http(s) URL to ``dest``; ``sha256`` is checked when given."""
     opts = options or DownloadOptions()
-    remote = with_retries(lambda _: resolve_url(url, headers=headers, sha256=sha256), opts.retry)
+    remote = with_retries(
+        lambda _: resolve_url(url, headers=headers, sha256=sha256),
+        opts.retry,
+        on_retry=opts.on_retry,
+    )
     return download_remote(remote, dest, opts)
 
 
@@ -141,7 +148,10 @@ def _download(
             space_margin=opts.space_margin,
         )
         remote = with_retries(
-            lambda n: fetcher.fetch(resolve(n)), opts.retry, progressed=lambda: fetcher.written > 0
+            lambda n: fetcher.fetch(resolve(n)),
+            opts.retry,
+            progressed=lambda: fetcher.written > 0,
+            on_retry=opts.on_retry,
         )
         return _finish(partial, hasher, remote, resumed_from)
 
@@ -185,7 +195,7 @@ def _sha256_of(path: Path) -> str:
 
 
 def _resolve(source: HfFile, opts: DownloadOptions) -> RemoteFile:
-    return with_retries(lambda _: resolve_hf_file(source), opts.retry)
+    return with_retries(lambda _: resolve_hf_file(source), opts.retry, on_retry=opts.on_retry)
 
 
 def _hf_resolver(source: HfFile, first: RemoteFile) -> Resolver:

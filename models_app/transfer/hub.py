@@ -29,6 +29,7 @@ from models_app.gguf.split import shard_locations
 from models_app.transfer.errors import (
     FileNotFound,
     GatedRepo,
+    NotFound,
     RepoNotFound,
     RevisionNotFound,
     TransferError,
@@ -177,7 +178,13 @@ def _from_hub_status(error: HfHubHTTPError, label: str, *, token: bool) -> Trans
     if status in (408, 425, 429) or status >= 500:
         wait = retry_after(response.headers) if response is not None else None
         return TransientError(f"{label}: hub error (HTTP {status})", retry_after=wait)
-    return TransferError(f"{label}: the hub answered HTTP {status}: {error.server_message or ''}")
+    reason = (error.server_message or "").strip()
+    if status in (404, 410):
+        detail = f" ({reason})" if reason else ""
+        return NotFound(f"{label}: not found on the hub{detail}")
+    if reason:
+        return TransferError(f"{label}: the hub answered HTTP {status}: {reason}")
+    return TransferError(f"{label}: the hub answered HTTP {status}")
 
 
 def _info(entry: RepoFile) -> RepoFileInfo:

@@ -46,10 +46,14 @@ def with_retries(
     policy: RetryPolicy,
     *,
     progressed: Callable[[], bool] = lambda: False,
+    on_retry: Callable[[TransientError, int, int], None] | None = None,
 ) -> T:
     """``attempt(n)`` for n = 0, 1, ... until it returns, raises a permanent error, or
     fails with ``TransientError`` ``policy.attempts`` times in a row without
-    ``progressed()`` being true after the failure."""
+    ``progressed()`` being true after the failure.
+
+    ``on_retry(error, n, m)`` is called before each wait: attempt ``n`` of at most ``m``
+    (in a row) is about to be made, after ``error``."""
     failures = 0
     number = 0
     while True:
@@ -62,5 +66,7 @@ def with_retries(
                     f"{error} (gave up after {failures} attempts in a row)",
                     retry_after=error.retry_after,
                 ) from error
+            if on_retry is not None:
+                on_retry(error, failures + 1, policy.attempts)
             policy.sleep(policy.delay(failures, error.retry_after))
         number += 1

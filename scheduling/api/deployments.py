@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from django.db import IntegrityError
 from django.http import HttpRequest
 from ninja import Router, Status
 from ninja.errors import HttpError
@@ -23,7 +24,7 @@ from scheduling.api.schemas import (
     ScaleIn,
 )
 from scheduling.choices import DesiredState
-from scheduling.models import Deployment
+from scheduling.models import Deployment, served_name_taken, served_name_taken_message
 from scheduling.presenters import deployment_data, placement_data
 
 router = Router(tags=["deployments"])
@@ -56,6 +57,13 @@ def _unsaved(payload: DeploymentIn) -> tuple[dict[str, Any], list[Gpu], list[Gpu
     return fields, only, exclude
 
 
+def _refuse_taken(served_name: str) -> None:
+    """409 when another deployment serves this name, whatever the case."""
+    taken = served_name_taken(served_name)
+    if taken is not None:
+        raise HttpError(409, served_name_taken_message(taken))
+
+
 @router.post(
     "/deployments",
     response={201: DeploymentOut, 409: ErrorOut, 422: Any, **ERRORS},
@@ -66,15 +74,18 @@ def _unsaved(payload: DeploymentIn) -> tuple[dict[str, Any], list[Gpu], list[Gpu
 )
 def create_deployment(request: HttpRequest, payload: DeploymentIn) -> Any:
     require_operator(request, "create deployments")
-    if Deployment.objects.filter(served_name=payload.served_name).exists():
-        raise HttpError(409, f"A deployment already serves {payload.served_name!r}.")
+    _refuse_taken(payload.served_name)
     fields, only, exclude = _unsaved(payload)
-    deployment = actions.do_create_deployment(
-        user=request.auth,  # type: ignore[attr-defined]
-        only_gpus=only,
-        exclude_gpus=exclude,
-        **fields,
-    )
+    try:
+        deployment = actions.do_create_deployment(
+            user=request.auth,  # type: ignore[attr-defined]
+            only_gpus=only,
+            exclude_gpus=exclude,
+            **fields,
+        )
+    except IntegrityError:  # created by someone else between the check and the insert
+        _refuse_taken(payload.served_name)
+        raise
     return Status(201, deployment_data(get_deployment(deployment.pk)))
 
 

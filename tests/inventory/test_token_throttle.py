@@ -14,6 +14,9 @@ BAD = {"Authorization": "Bearer gpf_not-a-real-token"}
 
 @pytest.fixture(autouse=True)
 def limit(settings):
+    from django.core.cache import cache
+
+    cache.clear()  # Redis in the cluster pass: counts would carry over from other tests
     settings.GPUFLEET_TOKEN_FAILURES = 3
     settings.GPUFLEET_TOKEN_FAILURE_WINDOW = 300.0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 
 from models_app.choices import DownloadState
 from scheduling import actions, lifecycle, placing
@@ -107,6 +108,31 @@ def test_a_context_longer_than_the_model_supports_is_refused(fleet, model_7b):
         actions.do_create_deployment(model=model_7b, served_name="x", n_ctx=65536)
     assert "n_ctx" in error.value.message_dict
     assert not Deployment.objects.exists()
+
+
+def test_served_names_are_unique_without_regard_to_case(
+    fleet, model_7b, queued, django_capture_on_commit_callbacks
+):
+    create(model_7b, django_capture_on_commit_callbacks, served_name="tiny")
+    with pytest.raises(ValidationError) as error:
+        actions.do_create_deployment(model=model_7b, served_name="TINY")
+    assert error.value.message_dict == {"served_name": ["A deployment already serves 'tiny'."]}
+    assert Deployment.objects.count() == 1
+
+
+def test_the_database_refuses_a_served_name_that_differs_only_in_case(
+    fleet, model_7b, queued, django_capture_on_commit_callbacks
+):
+    create(model_7b, django_capture_on_commit_callbacks, served_name="tiny")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Deployment.objects.create(model=model_7b, served_name="Tiny")
+
+
+def test_a_deployment_may_keep_its_own_served_name_when_validated_again(
+    fleet, model_7b, queued, django_capture_on_commit_callbacks
+):
+    deployment = create(model_7b, django_capture_on_commit_callbacks, served_name="tiny")
+    deployment.full_clean(exclude=["only_gpus", "exclude_gpus"])
 
 
 def test_options_outside_the_allowed_list_are_refused(fleet, model_7b):

@@ -319,7 +319,19 @@ def test_a_gpu_selector_that_matches_no_gpu_is_refused(operator_client, fleet, m
 def test_a_taken_served_name_is_refused(operator_client, create, model_7b):
     create(served_name="seven-b")
     response = operator_client.post(reverse("scheduling:new"), form_data(model_7b))
-    assert "already exists" in field_html(response.content.decode(), "served_name")
+    assert "already serves" in field_html(response.content.decode(), "served_name")
+    assert Deployment.objects.count() == 1
+
+
+def test_a_served_name_taken_in_another_case_is_refused_on_its_field(
+    operator_client, create, model_7b
+):
+    create(served_name="tiny")
+    data = form_data(model_7b, served_name="TINY")
+    response = operator_client.post(reverse("scheduling:new"), data)
+    assert "A deployment already serves &#x27;tiny&#x27;." in field_html(
+        response.content.decode(), "served_name"
+    )
     assert Deployment.objects.count() == 1
 
 

@@ -99,6 +99,36 @@ def test_an_unknown_model_is_404_and_a_taken_name_409(operator_client, created, 
     assert Deployment.objects.count() == 1
 
 
+def test_a_served_name_taken_in_another_case_is_409_naming_the_taken_one(
+    operator_client, created, ready
+):
+    body = {"model_id": str(ready.pk), "served_name": "SEVEN"}
+    status, answer = call(operator_client, "post", URL, body)
+    assert (status, answer) == (409, {"detail": "A deployment already serves 'seven'."})
+    assert list(Deployment.objects.values_list("served_name", flat=True)) == ["seven"]
+
+
+def test_a_name_taken_between_the_check_and_the_insert_is_still_409(
+    operator_client, created, ready, monkeypatch
+):
+    """The database's constraint decides a race; the answer is the same 409."""
+    from scheduling import models
+    from scheduling.api import deployments
+
+    real, calls = deployments.served_name_taken, []
+
+    def misses_first(name: str) -> str | None:
+        calls.append(name)
+        return None if len(calls) == 1 else real(name)
+
+    monkeypatch.setattr(deployments, "served_name_taken", misses_first)
+    monkeypatch.setattr(models, "served_name_taken", lambda name, but=None: None)
+    body = {"model_id": str(ready.pk), "served_name": "Seven"}
+    status, answer = call(operator_client, "post", URL, body)
+    assert (status, answer) == (409, {"detail": "A deployment already serves 'seven'."})
+    assert Deployment.objects.count() == 1
+
+
 def test_a_dry_run_shows_where_it_would_go_and_claims_nothing(operator_client, ready, fleet):
     body = {"model_id": str(ready.pk), "served_name": "dry", "n_ctx": 8192}
     status, answer = call(operator_client, "post", f"{URL}/preview", body)

@@ -48,6 +48,8 @@ class Faults:
     - ``ignore_range``: answer 200 with the whole file to range requests.
     - ``range_shift``: answer a range request with a range starting this many bytes
       earlier than asked (a broken cache or proxy).
+    - ``bare_errors``: error answers carry no ``X-Error-Code``, message or body (as a
+      proxy or a CDN in front of the hub may answer).
     - ``hold``: while set, bodies being sent pause between pieces (the connection
       stays open), e.g. to let a client drain what the kernel buffered.
     """
@@ -63,6 +65,7 @@ class Faults:
     corrupt_offset: int | None = None
     ignore_range: bool = False
     range_shift: int = 0
+    bare_errors: bool = False
     hold: threading.Event = field(default_factory=threading.Event)
 
 

@@ -225,6 +225,8 @@ class HubHandler(BaseHTTPRequestHandler):
         if code:
             headers["X-Error-Code"] = code
         body = json.dumps({"error": message}).encode()
+        if self.hub.faults.bare_errors:
+            headers, body = dict(extra or {}), b""
         self._send(
             status,
             body,
