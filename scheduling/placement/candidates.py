@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from scheduling.placement.data import GpuView, NodeView, Policy, Request
+from scheduling.placement.data import LEFT_STEP, GpuView, NodeView, Policy, Request
 from scheduling.placement.reasons import (
     GPU_STATE,
     NODE_LABELS,
@@ -52,7 +52,7 @@ class _Candidate:
             key: Key | None = None
             if position >= 0:
                 gpu, node = self.usable[position], self.node
-                left = self.frees[position] - need
+                left = (self.frees[position] - need) // LEFT_STEP  # noise does not decide
                 by_policy = (node.replicas_here, -left) if spread else (left,)
                 key = (self.rank, -gpu.priority, *by_policy, node.name, node.id, gpu.index)
             found = self._single[cache_key] = (position, key)
@@ -227,8 +227,8 @@ def _candidates(
 
 def _best_single(gpus: tuple[GpuView, ...], frees: tuple[int, ...], need: int, spread: bool) -> int:
     """The position of a node's best GPU for one-GPU placement: highest priority, then
-    the least free (binpack) or the most free (spread), then the lowest index; -1 if
-    none has room."""
+    the least free (binpack) or the most free (spread), in ``LEFT_STEP`` steps, then the
+    lowest index; -1 if none has room."""
     best = -1
     for position, free in enumerate(frees):
         if free < need:
@@ -237,10 +237,11 @@ def _best_single(gpus: tuple[GpuView, ...], frees: tuple[int, ...], need: int, s
             best = position
             continue
         gpu, other = gpus[position], gpus[best]
+        steps, best_steps = (free - need) // LEFT_STEP, (frees[best] - need) // LEFT_STEP
         if gpu.priority != other.priority:
             better = gpu.priority > other.priority
-        elif free != frees[best]:
-            better = free > frees[best] if spread else free < frees[best]
+        elif steps != best_steps:
+            better = steps > best_steps if spread else steps < best_steps
         else:
             better = gpu.index < other.index
         if better:

@@ -16,6 +16,11 @@ PLAUSIBLE_SHARE = 0.9  # attempt 3: GPU + host free must be this share of the 1-
 
 GIB = 1 << 30
 MIB = 1 << 20
+# Memory left after placing is compared in these steps: GPUs whose free memory differs by
+# the noise of a reading (a few MiB) mostly rank as equal and the tie-break (node, GPU
+# index) decides, so a preview and the placement a moment later agree. Near a step's
+# edge a few MiB can still tip the choice (about noise / step of the time).
+LEFT_STEP = 64 * MIB
 
 
 @dataclass(frozen=True, slots=True)

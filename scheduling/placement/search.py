@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from scheduling.placement.candidates import Key, Slot, _Candidate, _min_priority
 from scheduling.placement.data import (
+    LEFT_STEP,
     MULTI_CALLS,
     MULTI_FITS,
     PARTIAL_TRIES,
@@ -36,9 +37,10 @@ Option = tuple[Key, _Candidate, tuple[Slot, ...], Fit]
 
 
 def _policy_key(request: Request, node: NodeView, left: int) -> tuple[int, ...]:
+    steps = left // LEFT_STEP  # readings' noise must not decide between equal GPUs
     if request.policy is Policy.SPREAD:
-        return (node.replicas_here, -left)
-    return (left,)
+        return (node.replicas_here, -steps)
+    return (steps,)
 
 
 def _tail(candidate: _Candidate, slots: tuple[Slot, ...]) -> tuple[object, ...]:

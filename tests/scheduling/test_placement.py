@@ -523,3 +523,12 @@ def test_a_memo_gives_the_same_answers_as_starting_over(policy: Policy) -> None:
         _claim(without, fresh)
     assert isinstance(fresh, Refusal), "the fleet filled up"
     assert {Kind.SINGLE_GPU, Kind.CPU_ONLY} <= kinds
+
+
+@pytest.mark.parametrize("noise", [-3, 3])
+def test_a_few_mib_of_reading_noise_does_not_decide_between_equal_gpus(noise: int) -> None:
+    """The preview and the placement a moment later must agree: GPUs whose free memory
+    differs only by a reading's noise rank as equal, and the lower index wins."""
+    free = 40.1 + noise * MIB / GIB  # (not at a step's edge: there it can still flip)
+    result = placed([node("a", 40.1, free)])
+    assert result.gpu_ids == ("a/0",)
