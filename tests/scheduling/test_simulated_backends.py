@@ -18,7 +18,8 @@ pytestmark = pytest.mark.django_db
 def test_a_running_backend_uses_its_claim_on_the_simulated_gpu(tmp_path, monkeypatch):
     probe = SimulatedProbe("sim-e", "1xA100-80GB", tmp_path)
     agent = Agent("sim-e", "127.0.0.1", probe)
-    monkeypatch.setattr(agent, "_supervise", lambda now, housekeeper: None)  # pid 4321 is not a backend
+    # pid 4321 is not a backend: nothing to supervise
+    monkeypatch.setattr(agent, "_supervise", lambda now, housekeeper: None)
     gpu = agent.node.gpus.get()
     deployment = Deployment.objects.create(model=CatalogModelFactory(), served_name="m")
     instance = Instance.objects.create(
