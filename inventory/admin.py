@@ -19,7 +19,16 @@ from inventory.actions import (
     do_set_draining,
     do_update_gpu_settings,
 )
-from inventory.models import Alert, ApiToken, Gpu, GpuSample, LiveEvent, MaintenanceWindow, Node
+from inventory.models import (
+    Alert,
+    ApiToken,
+    Gpu,
+    GpuSample,
+    Lease,
+    LiveEvent,
+    MaintenanceWindow,
+    Node,
+)  # fmt: skip
 
 MIB = 1024**2
 GPU_HARDWARE = (
@@ -320,3 +329,10 @@ class LiveEventAdmin(ReadOnlyAdmin):
     def kind(self, event: LiveEvent) -> str:
         payload = event.payload if isinstance(event.payload, dict) else {}
         return str(payload.get("kind", "?"))
+
+
+@admin.register(Lease)
+class LeaseAdmin(ReadOnlyAdmin):
+    """Who holds which role (the housekeeper): elected by the agents, never edited here."""
+
+    list_display = ("name", "holder", "acquired_at", "expires_at")
