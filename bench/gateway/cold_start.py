@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.stack import PYTHON, Stack  # noqa: E402
+from tests.gateway.stacks import stop_backends  # noqa: E402
 
 NODE = f"bench-cold-{uuid.uuid4().hex[:6]}"
 SETUP = """
@@ -120,6 +121,7 @@ def main() -> None:
                   f"phases {phases}")  # fmt: skip
     finally:
         stack.stop_all()
+        stop_backends(NODE)  # backends outlive gpufleet's processes by design
     added = statistics.median(r["overhead"] for r in rows) * 1000
     ttft = statistics.median(r["ttft"] for r in rows) * 1000
     print(f"\nmedian of {len(rows)}: first token {ttft:.0f} ms, added by gpufleet {added:.0f} ms "
