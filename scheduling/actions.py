@@ -201,9 +201,10 @@ def do_demand(deployment_id: Any, wanted: int) -> bool:
     """Traffic asks for ``wanted`` instances (the gateway's cold starts and scale-ups):
     raise ``demand`` to it (at most ``replicas``) and create what is missing; placement
     and start follow the normal path. Asking again for what is there changes nothing,
-    so gateways asking at once start one instance, not one each."""
+    so gateways asking at once start one instance, not one each: the deployment's row is
+    locked while its instances are counted (SQLite: one writer at a time already)."""
     with transaction.atomic():
-        deployment = Deployment.objects.filter(pk=deployment_id).first()
+        deployment = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
         if deployment is None or deployment.desired_state != DesiredState.RUNNING:
             return False
         target = min(deployment.replicas, max(wanted, 0))
