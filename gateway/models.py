@@ -6,7 +6,6 @@ only by the gateway; a REST token is refused on ``/v1`` and a key on ``/api/v1``
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
 from collections.abc import Iterable
@@ -18,11 +17,12 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from inventory.models.tokens import digest as token_digest
+
 KEY_PREFIX = "gfk_"
 
 
-def key_digest(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
+key_digest = token_digest  # the same hash as the REST API's tokens, another table
 
 
 def _served_names(value: Any) -> None:
