@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: run test lint install
 
-install: $(VENV)/.installed $(VENV)/.llama-cpp
+install: $(VENV)/.installed $(VENV)/.llama-cpp $(VENV)/.llama-server
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 
 $(VENV)/.llama-cpp: scripts/install_llama_cpp.sh | $(VENV)/.installed
 	bash scripts/install_llama_cpp.sh $(PY)
+	touch $@
+
+$(VENV)/.llama-server: scripts/install_llama_server.sh scripts/install_llama_cpp.sh | $(VENV)/.installed
+	bash scripts/install_llama_server.sh $(PY)
 	touch $@
 
 run: install
