@@ -10,7 +10,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from models_app.gguf.ggml import file_type_name
@@ -20,6 +20,7 @@ from models_app.gguf.values import ArraySummary, MetaValue, meta_from_plain
 MAX_LAYERS = 65536  # block indices beyond this are not counted per layer
 _BLOCK = re.compile(r"blk\.(\d{1,9})\.")
 PerLayer = int | tuple[int, ...]
+POOLING_TYPES = ("none", "mean", "cls", "last", "rank")  # llama_pooling_type 0 to 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,12 @@ class ModelFacts:
     the most bytes (``tensor_type_bytes``); ``tensor_type_counts`` counts tensors.
     ``metadata`` holds every key/value except the content of big arrays (tokenizer
     arrays), which appear as ``ArraySummary``.
+
+    ``pooling_type`` is ``{arch}.pooling_type`` by name (``POOLING_TYPES``), None when
+    absent or unknown; ``n_cls_out`` is the number of classifier outputs of a reranker
+    (``{arch}.classifier.output_labels``' count, else llama.cpp's default 1 when the
+    pooling is ``rank`` or there is a ``cls.output.weight``), None otherwise. Both were
+    added later: dicts stored without them load with None.
     """
 
     architecture: str
@@ -91,6 +98,8 @@ class ModelFacts:
     shards: tuple[ShardInfo, ...]
     tensors: tuple[TensorInfo, ...]
     metadata: dict[str, MetaValue]
+    pooling_type: str | None = None
+    n_cls_out: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable data (non-finite floats become strings)."""
@@ -99,7 +108,11 @@ class ModelFacts:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelFacts:
         """Rebuild facts stored with ``to_dict`` (e.g. from a JSON field)."""
-        values = {name: data[name] for name in cls.__dataclass_fields__}
+        values = {
+            field.name: data[field.name]
+            for field in fields(cls)
+            if field.name in data or field.default is MISSING
+        }
         for name in ("token_embedding", "output"):
             if values[name] is not None:
                 values[name] = TensorInfo.from_dict(values[name])
@@ -134,6 +147,7 @@ def build_facts(headers: Sequence[GGUFHeader]) -> ModelFacts:
     type_bytes = _bytes_by_type(tensors)
     hp = _Hparams(meta, arch)
     file_type_id = _int(meta.get("general.file_type"))
+    pooling_type = _pooling_type(hp.get_int("pooling_type"))
     return ModelFacts(
         architecture=arch,
         name=_str(meta.get("general.name")),
@@ -167,6 +181,8 @@ def build_facts(headers: Sequence[GGUFHeader]) -> ModelFacts:
         shards=tuple(_shard_info(header) for header in headers),
         tensors=tensors,
         metadata=dict(meta),
+        pooling_type=pooling_type,
+        n_cls_out=_n_cls_out(hp, pooling_type, "cls.output.weight" in by_name),
     )
 
 
@@ -227,6 +243,18 @@ def _vocab_size(
     if token_embd is not None and len(token_embd.shape) >= 2:
         return token_embd.shape[1]
     return None
+
+
+def _pooling_type(value: int | None) -> str | None:
+    return POOLING_TYPES[value] if value is not None and 0 <= value < len(POOLING_TYPES) else None
+
+
+def _n_cls_out(hp: _Hparams, pooling_type: str | None, has_cls_out: bool) -> int | None:
+    """What llama.cpp takes as ``n_cls_out``: the labels' count, else 1 (for rerankers)."""
+    labels = _length(hp.meta.get(f"{hp.arch}.classifier.output_labels"))
+    if labels:
+        return labels
+    return 1 if pooling_type == "rank" or has_cls_out else None
 
 
 def _bytes_by_type(tensors: Iterable[TensorInfo]) -> dict[str, int]:

@@ -1,11 +1,15 @@
-"""Tiny but real GGUF models for tests: llama, qwen2 and llama-style MoE (Mixtral).
+"""Tiny but real GGUF models for tests: llama, qwen2, qwen3, llama-style MoE (Mixtral),
+and embedding and reranker models (qwen3 and bert with a pooling type).
 
 The files carry the metadata llama.cpp needs to load them (hyperparameters, a
-byte-level BPE vocabulary, special tokens), so they can be used to start real
-backends as well as to test the header parser and the memory estimator::
+byte-level BPE vocabulary or, for bert, a WordPiece one, special tokens), so they can
+be used to start real backends as well as to test the header parser and the memory
+estimator::
 
     paths = write_tiny_model(tmp_path / "tiny.gguf", arch="qwen2", n_layer=2)
     paths = write_tiny_model(tmp_path / "moe.gguf", n_expert=4, n_expert_used=2)
+    paths = write_tiny_model(tmp_path / "embed.gguf", arch="bert", pooling="mean")
+    paths = write_tiny_model(tmp_path / "rerank.gguf", arch="qwen3", pooling="rank", n_cls_out=2)
 
 ``header_only=True`` writes only the header (no tensor data), which is how a
 70B-shaped file can be made in milliseconds; parse it with ``PartialFileSource``.
@@ -16,11 +20,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
+from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, PoolingType, TokenType
 from gguf.quants import quant_shape_to_byte_shape, quantize
 
 Q = GGMLQuantizationType
@@ -30,7 +35,21 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-ARCHITECTURES = ("llama", "qwen2")
+# Qwen3-Reranker's prompt (llama.cpp's converter writes it as tokenizer.chat_template.rerank)
+QWEN3_RERANK_TEMPLATE = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query"
+    ' and the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+    "<|im_start|>user\n<Instruct>: Given a web search query, retrieve relevant passages that"
+    " answer the query\n<Query>: {query}\n<Document>: {document}<|im_end|>\n"
+    "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+)
+WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0 to 4
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "bert")
+POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
+RANK_ARCHITECTURES = ("qwen3", "bert")
+_LETTERS = "etaoinshrdlucmfwypvbgkjqxz"
+_MIN_VOCAB = {"bert": len(WORDPIECE_SPECIALS) + 2 * len(_LETTERS)}
+_MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS) + 1
 _FILE_TYPES = {
     Q.F32: LlamaFileType.ALL_F32,
     Q.F16: LlamaFileType.MOSTLY_F16,
@@ -54,8 +73,14 @@ class TinyModelSpec:
 
     ``n_head_kv`` and ``n_ff`` may be per-layer sequences (for parser and estimator
     tests: llama.cpp's llama and qwen2 loaders want one value). With ``n_expert > 0``
-    the feed-forward blocks become Mixtral-style experts of size ``n_ff``.
-    Matrices use ``weight_type``; norms and biases are F32.
+    the feed-forward blocks become Mixtral-style experts of size ``n_ff`` (llama).
+    Matrices use ``weight_type``; norms, biases and bert's ``token_types`` are F32.
+
+    ``arch="bert"`` is an encoder (non-causal, WordPiece vocabulary, learned positions
+    for ``n_ctx_train`` tokens, every head its own K/V: ``n_head_kv`` is ignored).
+    ``pooling`` writes ``{arch}.pooling_type``; ``"rank"`` (qwen3 and bert only) adds
+    the classifier head llama.cpp's rerankers use, of ``n_cls_out`` outputs, and
+    ``{arch}.classifier.output_labels`` (llama.cpp's ``n_cls_out`` is their count).
     """
 
     arch: str = "llama"
@@ -65,7 +90,7 @@ class TinyModelSpec:
     n_head: int = 4  # attention.head_count
     n_head_kv: int | Sequence[int] = 2  # attention.head_count_kv
     n_ff: int | Sequence[int] = 128  # feed_forward_length
-    n_vocab: int = 320  # tokenizer.ggml.tokens (at least 260)
+    n_vocab: int = 320  # tokenizer.ggml.tokens (at least 260; bert 57)
     n_ctx_train: int = 256  # context_length
     n_expert: int = 0  # expert_count
     n_expert_used: int = 0  # expert_used_count
@@ -78,10 +103,15 @@ class TinyModelSpec:
     rope_freq_base: float = 10000.0
     rms_eps: float = 1e-5
     seed: int = 0
+    key_length: int | None = None  # attention.key_length/value_length; default n_embd/n_head
+    norm_eps: float = 1e-12  # attention.layer_norm_epsilon (bert)
+    n_token_types: int = 2  # tokenizer.ggml.token_type_count (bert)
+    pooling: str | None = None  # pooling_type: none, mean, cls, last or rank
+    n_cls_out: int = 1  # classifier.output_labels (only with pooling "rank")
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.key_length or self.n_embd // self.n_head
 
     def per_layer(self, value: int | Sequence[int], layer: int) -> int:
         return value if isinstance(value, int) else int(value[layer])
@@ -122,12 +152,27 @@ def write_tiny_model(
 def _check_spec(spec: TinyModelSpec) -> None:
     if spec.arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {ARCHITECTURES}, not {spec.arch!r}")
-    if spec.n_embd % spec.n_head:
+    if spec.key_length is None and spec.n_embd % spec.n_head:
         raise ValueError("n_embd must be a multiple of n_head")
-    if spec.n_vocab < 256 + len(SPECIAL_TOKENS) + 1:
-        raise ValueError("n_vocab must be at least 260 (byte tokens, specials, one merge)")
+    if spec.n_vocab < _MIN_VOCAB.get(spec.arch, _MIN_BPE_VOCAB):
+        minimum = _MIN_VOCAB.get(spec.arch, _MIN_BPE_VOCAB)
+        raise ValueError(f"n_vocab must be at least {minimum} for {spec.arch} (see its vocab)")
     if spec.n_expert and not 0 < spec.n_expert_used <= spec.n_expert:
         raise ValueError("n_expert_used must be between 1 and n_expert")
+    if spec.arch in ("qwen3", "bert") and spec.n_expert:
+        raise ValueError(f"llama.cpp's {spec.arch} has no experts (qwen3moe is another arch)")
+    if spec.arch == "bert" and spec.key_length is not None:
+        raise ValueError("bert's head size is n_embd / n_head: leave key_length unset")
+    _check_pooling(spec)
+
+
+def _check_pooling(spec: TinyModelSpec) -> None:
+    if spec.pooling is not None and spec.pooling not in POOLING_TYPES:
+        raise ValueError(f"pooling must be one of {POOLING_TYPES} or None, not {spec.pooling!r}")
+    if spec.pooling == "rank" and spec.arch not in RANK_ARCHITECTURES:
+        raise ValueError(f"pooling 'rank' needs a classifier head: arch in {RANK_ARCHITECTURES}")
+    if spec.n_cls_out < 1 or (spec.n_cls_out != 1 and spec.pooling != "rank"):
+        raise ValueError("n_cls_out must be at least 1, and other than 1 only with pooling 'rank'")
 
 
 def _add_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
@@ -137,22 +182,61 @@ def _add_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
     writer.add_block_count(spec.n_layer)
     writer.add_feed_forward_length(spec.n_ff)
     writer.add_head_count(spec.n_head)
-    writer.add_head_count_kv(spec.n_head_kv)
-    writer.add_layer_norm_rms_eps(spec.rms_eps)
-    writer.add_rope_freq_base(spec.rope_freq_base)
-    writer.add_rope_dimension_count(spec.head_dim)
-    if spec.n_expert:
-        writer.add_expert_count(spec.n_expert)
-        writer.add_expert_used_count(spec.n_expert_used)
-    if spec.sliding_window is not None:
-        writer.add_sliding_window(spec.sliding_window)
+    if spec.arch == "bert":
+        writer.add_layer_norm_eps(spec.norm_eps)
+        writer.add_causal_attention(False)
+    else:
+        _add_decoder_hparams(writer, spec)
+    _add_pooling(writer, spec)
     file_type = _FILE_TYPES.get(spec.weight_type)
     if file_type is not None:
         writer.add_file_type(int(file_type))
     writer.add_quantization_version(2)
 
 
+def _add_decoder_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
+    writer.add_head_count_kv(spec.n_head_kv)
+    writer.add_layer_norm_rms_eps(spec.rms_eps)
+    writer.add_rope_freq_base(spec.rope_freq_base)
+    writer.add_rope_dimension_count(spec.head_dim)
+    if spec.arch == "qwen3" or spec.key_length is not None:
+        writer.add_key_length(spec.head_dim)
+        writer.add_value_length(spec.head_dim)
+    if spec.n_expert:
+        writer.add_expert_count(spec.n_expert)
+        writer.add_expert_used_count(spec.n_expert_used)
+    if spec.sliding_window is not None:
+        writer.add_sliding_window(spec.sliding_window)
+
+
+def _add_pooling(writer: GGUFWriter, spec: TinyModelSpec) -> None:
+    if spec.pooling is None:
+        return
+    writer.add_pooling_type(PoolingType[spec.pooling.upper()])
+    if spec.pooling == "rank":
+        writer.add_classifier_output_labels(classifier_labels(spec))
+
+
+def classifier_labels(spec: TinyModelSpec) -> list[str]:
+    """Labels of the reranker's outputs: Qwen3-Reranker's ``yes``/``no`` for a qwen3 with
+    two, else ``LABEL_0``... as transformers names unnamed ones (bge-reranker has one)."""
+    if spec.arch == "qwen3" and spec.n_cls_out == 2:
+        return ["yes", "no"]
+    return [f"LABEL_{index}" for index in range(spec.n_cls_out)]
+
+
 def _add_vocab(writer: GGUFWriter, spec: TinyModelSpec) -> None:
+    if spec.arch == "bert":
+        _add_wordpiece_vocab(writer, spec)
+    else:
+        _add_bpe_vocab(writer, spec)
+    if spec.chat_template:
+        writer.add_chat_template(spec.chat_template)
+    if spec.arch == "qwen3" and spec.pooling == "rank":
+        writer.add_chat_template([{"name": "rerank", "template": QWEN3_RERANK_TEMPLATE}])
+
+
+def _add_bpe_vocab(writer: GGUFWriter, spec: TinyModelSpec) -> None:
     tokens, merges = tiny_bpe_vocab(spec.n_vocab)
     special = spec.n_vocab - len(SPECIAL_TOKENS)
     types = [TokenType.NORMAL] * special + [TokenType.CONTROL] * len(SPECIAL_TOKENS)
@@ -164,8 +248,26 @@ def _add_vocab(writer: GGUFWriter, spec: TinyModelSpec) -> None:
     writer.add_bos_token_id(special)
     writer.add_eos_token_id(special)
     writer.add_add_bos_token(False)
-    if spec.chat_template:
-        writer.add_chat_template(spec.chat_template)
+
+
+def _add_wordpiece_vocab(writer: GGUFWriter, spec: TinyModelSpec) -> None:
+    """BERT's vocabulary as llama.cpp's converter writes it: word pieces in phantom-space
+    form, [CLS] as BOS (llama.cpp reads no cls_token_id), [SEP] added after the text."""
+    n_special = len(WORDPIECE_SPECIALS)
+    pad, unk, cls, sep, mask = range(n_special)
+    writer.add_tokenizer_model("bert")
+    writer.add_token_list(tiny_wordpiece_vocab(spec.n_vocab))
+    writer.add_token_types(
+        [TokenType.CONTROL] * n_special + [TokenType.NORMAL] * (spec.n_vocab - n_special)
+    )
+    writer.add_token_type_count(spec.n_token_types)
+    writer.add_bos_token_id(cls)
+    writer.add_sep_token_id(sep)
+    writer.add_pad_token_id(pad)
+    writer.add_unk_token_id(unk)
+    writer.add_mask_token_id(mask)
+    writer.add_add_bos_token(True)
+    writer.add_add_sep_token(True)
 
 
 def _byte_to_unicode() -> list[str]:
@@ -198,6 +300,23 @@ def tiny_bpe_vocab(n_vocab: int) -> tuple[list[str], list[str]]:
     return [*byte_tokens, *merged, *SPECIAL_TOKENS], merges
 
 
+def tiny_wordpiece_vocab(n_vocab: int) -> list[str]:
+    """A WordPiece vocabulary of ``n_vocab`` tokens: the specials, then letter sequences,
+    shortest first, each as a word start (``"▁ab"``, llama.cpp's form of ``"ab"``) and
+    as a continuation (``"ab"``, BERT's ``"##ab"``)."""
+    pieces = islice(_word_pieces(), n_vocab - len(WORDPIECE_SPECIALS))
+    return [*WORDPIECE_SPECIALS, *pieces]
+
+
+def _word_pieces() -> Iterator[str]:
+    queue = deque(_LETTERS)
+    while queue:
+        word = queue.popleft()
+        yield "\u2581" + word
+        yield word
+        queue.extend(word + letter for letter in _LETTERS)
+
+
 def _letter_merges() -> Iterator[tuple[str, str]]:
     letters = [chr(0x120), *"etaoinshrdlucmfwypvbgkjqxz"]  # chr(0x120) is GPT-2's space
     queue = deque(letters)
@@ -210,6 +329,9 @@ def _letter_merges() -> Iterator[tuple[str, str]]:
 
 def model_tensors(spec: TinyModelSpec) -> Iterator[tuple[str, tuple[int, ...], Q]]:
     """(name, ggml shape ne0-first, type) of every tensor, in file order."""
+    if spec.arch == "bert":
+        yield from _encoder_tensors(spec)
+        return
     embd_type = spec.embedding_type or spec.weight_type
     yield "token_embd.weight", (spec.n_embd, spec.n_vocab), embd_type
     for layer in range(spec.n_layer):
@@ -218,6 +340,8 @@ def model_tensors(spec: TinyModelSpec) -> Iterator[tuple[str, tuple[int, ...], Q
     yield "output_norm.weight", (spec.n_embd,), Q.F32
     if not spec.tied_embeddings:
         yield "output.weight", (spec.n_embd, spec.n_vocab), spec.output_type or spec.weight_type
+    if spec.pooling == "rank":
+        yield from _classifier_tensors(spec)
 
 
 def _block_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple[int, ...], Q]]:
@@ -232,6 +356,9 @@ def _block_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple
         yield "attn_q.bias", (q_dim,), Q.F32
         yield "attn_k.bias", (kv_dim,), Q.F32
         yield "attn_v.bias", (kv_dim,), Q.F32
+    if spec.arch == "qwen3":
+        yield "attn_q_norm.weight", (spec.head_dim,), Q.F32
+        yield "attn_k_norm.weight", (spec.head_dim,), Q.F32
     yield "attn_output.weight", (q_dim, embd), wtype
     yield "ffn_norm.weight", (embd,), Q.F32
     yield from _ffn_tensors(spec, layer)
@@ -249,6 +376,52 @@ def _ffn_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple[i
     yield "ffn_gate.weight", (embd, n_ff), wtype
     yield "ffn_down.weight", (n_ff, embd), wtype
     yield "ffn_up.weight", (embd, n_ff), wtype
+
+
+def _encoder_tensors(spec: TinyModelSpec) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    embd, embd_type = spec.n_embd, spec.embedding_type or spec.weight_type
+    yield "token_embd.weight", (embd, spec.n_vocab), embd_type
+    yield "token_types.weight", (embd, spec.n_token_types), Q.F32
+    yield "position_embd.weight", (embd, spec.n_ctx_train), embd_type
+    yield from _norm("token_embd_norm", embd)
+    for layer in range(spec.n_layer):
+        for name, ne, qtype in _encoder_block_tensors(spec, layer):
+            yield f"blk.{layer}.{name}", ne, qtype
+    if spec.pooling == "rank":
+        yield from _classifier_tensors(spec)
+
+
+def _encoder_block_tensors(
+    spec: TinyModelSpec, layer: int
+) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    embd, wtype, n_ff = spec.n_embd, spec.weight_type, spec.per_layer(spec.n_ff, layer)
+    for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+        yield from _linear(name, embd, embd, wtype)
+    yield from _norm("attn_output_norm", embd)
+    yield from _linear("ffn_up", embd, n_ff, wtype)
+    yield from _linear("ffn_down", n_ff, embd, wtype)
+    yield from _norm("layer_output_norm", embd)
+
+
+def _classifier_tensors(spec: TinyModelSpec) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    """bert: a dense layer (tanh) then the output projection; qwen3: the projection only
+    (Qwen3-Reranker's rows of the LM head), then llama.cpp applies a softmax."""
+    embd, wtype = spec.n_embd, spec.weight_type
+    if spec.arch == "bert":
+        yield from _linear("cls", embd, embd, wtype)
+        yield from _linear("cls.output", embd, spec.n_cls_out, wtype)
+        return
+    yield "cls.output.weight", (embd, spec.n_cls_out), spec.output_type or wtype
+
+
+def _linear(name: str, n_in: int, n_out: int, qtype: Q) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    yield f"{name}.weight", (n_in, n_out), qtype
+    yield f"{name}.bias", (n_out,), Q.F32
+
+
+def _norm(name: str, n_embd: int) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    yield f"{name}.weight", (n_embd,), Q.F32
+    yield f"{name}.bias", (n_embd,), Q.F32
 
 
 def _add_tensor(
@@ -278,4 +451,6 @@ def _add_tensor(
 def _weights(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     if name.endswith("norm.weight"):
         return np.ones(shape, dtype=np.float32)
+    if name.endswith("norm.bias"):
+        return np.zeros(shape, dtype=np.float32)
     return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float32)
