@@ -18,8 +18,8 @@ from django.utils import timezone
 from inventory.models import Gpu, Node
 from models_app import actions as model_actions
 from models_app.choices import DownloadState, SourceKind
-from models_app.models import ModelFile
-from scheduling import events, lifecycle, placing
+from models_app.models import CatalogModel, ModelFile
+from scheduling import events, fleet, lifecycle, placing
 from scheduling.choices import DesiredState, InstanceState
 from scheduling.fleet import HAVING_STATES, Fleet, request_for
 from scheduling.models import Deployment, Instance
@@ -80,6 +80,8 @@ def do_create_deployment(
 ) -> Deployment:
     """Validate everything first (no half-created deployment), then create its replicas."""
     fields.setdefault("min_replicas", fields.get("replicas", 1))  # always on unless asked
+    if not fields.get("kind") and isinstance(fields.get("model"), CatalogModel):
+        fields["kind"] = fleet.default_kind(fields["model"])
     deployment = Deployment(**fields)
     if user is not None and getattr(user, "is_authenticated", False):
         deployment.created_by = user
@@ -139,6 +141,11 @@ def _delete_if_done(deployment_id: Any) -> None:
 UPDATABLE = frozenset(
     [
         "n_ctx",
+        "parallel",
+        "backend",
+        "kind",
+        "pooling",
+        "cache_ram",
         "idle_timeout",
         "cold_start_timeout",
         "max_queue",

@@ -1,4 +1,5 @@
-"""Start, watch and stop llama-cpp-python's OpenAI-compatible server as a detached process.
+"""Start, watch and stop a backend (llama.cpp's llama-server, or llama-cpp-python's
+OpenAI-compatible server) as a detached process.
 
 Plain functions over plain data (no Django, no database)::
 
@@ -10,13 +11,15 @@ Plain functions over plain data (no Django, no database)::
     stop(launched.runner_pid, launched.server_pid, instance_id=spec.instance_id)
 
 Process tree: ``launch`` starts ``python -m scheduling.runner`` (see runner.py), which
-detaches into its own session and process group (group id = runner pid) and runs
-``python -m llama_cpp.server`` as its child in that group. Both carry
+detaches into its own session and process group (group id = runner pid) and runs the
+server (``llama-server``, see llama_server.py, or ``python -m llama_cpp.server``) as its
+child in that group. Both carry
 ``GPUFLEET_INSTANCE_ID`` in their environment, which is how ``find_backends`` and
 ``is_running`` recognise them (and tell them from a process that reused the pid).
 
 llama-cpp-python's server (0.3.x) has no parallel slots: one ``Llama`` per process,
 every request goes through one lock (``n_seq_max`` stays 1 except in embedding mode).
+llama-server serves ``parallel`` slots with continuous batching.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Literal
 import httpx
 import psutil
 
-from scheduling import ports
+from scheduling import llama_server, ports
 
 # Log reading lives in backend_logs; re-exported here for the callers of ``backend``.
 from scheduling.backend_logs import device_of as device_of
@@ -61,8 +64,9 @@ def _names(words: str) -> frozenset[str]:
 # Flags argv() sets from the spec: extra_options may not set them again.
 MANAGED_FLAGS = _names(
     "model model_alias host port n_ctx n_gpu_layers main_gpu tensor_split n_batch n_ubatch "
-    "flash_attn type_k type_v use_mmap verbose config_file"
+    "flash_attn type_k type_v use_mmap verbose config_file embedding"
 )
+LLAMA_SERVER_NAMES = frozenset(llama_server.LLAMA_SERVER_FLAGS)
 # Defaults that extra_options may override. interrupt_requests: by default a new request
 # cuts a running stream short, which would let one gateway user end another's stream.
 SERVER_DEFAULTS = {"interrupt_requests": "false"}
@@ -82,6 +86,10 @@ SERVER_SETTINGS_ENV = _names(
     "ssl_certfile api_key interrupt_requests disable_ping_events root_path config_file"
 )
 Role = Literal["runner", "server", "other"]
+LLAMA_SERVER = "llama_server"
+LLAMA_CPP_PYTHON = "llama_cpp_python"
+KINDS = ("chat", "embedding", "reranker")
+POOLINGS = ("", "none", "mean", "cls", "last", "rank")
 
 
 class LaunchError(RuntimeError):
@@ -115,15 +123,36 @@ class LaunchSpec:
     cuda_visible_devices: str | None = None
     extra_options: Mapping[str, str] = field(default_factory=dict)
     node_name: str = ""  # the node whose agent supervises it
+    server: str = LLAMA_CPP_PYTHON  # or LLAMA_SERVER
+    executable: Path | None = None  # llama-server's binary (None: llama_server.binary())
+    parallel: int = 1  # slots (llama-server); n_ctx is per slot
+    kind: str = "chat"  # chat, embedding or reranker
+    pooling: str = ""  # embedding pooling; "": the model's own
+    cache_ram_mib: int = 0  # llama-server's host-RAM prompt cache
 
     def __post_init__(self) -> None:
         for name in ("type_k", "type_v"):
             if getattr(self, name) not in GGML_CACHE_TYPES:
                 raise ValueError(f"{name} must be one of {', '.join(GGML_CACHE_TYPES)}")
-        if clash := MANAGED_FLAGS.intersection(self.extra_options):
+        if self.server not in (LLAMA_SERVER, LLAMA_CPP_PYTHON):
+            raise ValueError(f"server must be {LLAMA_SERVER} or {LLAMA_CPP_PYTHON}")
+        if self.server == LLAMA_CPP_PYTHON and (clash := MANAGED_FLAGS & set(self.extra_options)):
             raise ValueError(f"extra_options may not set {', '.join(sorted(clash))}")
+        if self.server == LLAMA_SERVER and (odd := set(self.extra_options) - LLAMA_SERVER_NAMES):
+            raise ValueError(f"not a llama-server option: {', '.join(sorted(odd))}")
         if not 0 < self.port < 65536:
             raise ValueError("port must be between 1 and 65535")
+        if self.kind not in KINDS or self.pooling not in POOLINGS or self.parallel < 1:
+            raise ValueError("kind, pooling or parallel out of range")
+
+    @property
+    def ready_path(self) -> str:
+        return self.ready_path_of(self.server)
+
+    @staticmethod
+    def ready_path_of(server: str) -> str:
+        """What answers 200 once the model is loaded (llama-server: 503 while loading)."""
+        return llama_server.HEALTH_PATH if server == LLAMA_SERVER else "/v1/models"
 
     @property
     def exit_file(self) -> Path:
@@ -187,21 +216,33 @@ def server_options(spec: LaunchSpec) -> dict[str, str]:
         "type_v": str(GGML_CACHE_TYPES[spec.type_v]),
         "use_mmap": _flag(spec.use_mmap),
         "verbose": "true",  # the buffer sizes measured_memory reads
+        **({"embedding": "true"} if spec.kind == "embedding" else {}),
         **SERVER_DEFAULTS,
         **spec.extra_options,
     }
 
 
-def argv(spec: LaunchSpec) -> list[str]:
-    """The runner's command line, the server's after ``--``. Never a shell.
+def server_argv(spec: LaunchSpec) -> list[str]:
+    """The server's own command line.
 
-    Scalars are spelled ``--name=value`` so that a value starting with "-" stays a
-    value; ``--tensor_split`` takes one argument per GPU (argparse ``nargs="*"``).
+    llama_cpp.server: scalars are spelled ``--name=value`` so that a value starting with
+    "-" stays a value; ``--tensor_split`` takes one argument per GPU (``nargs="*"``).
     """
+    if spec.server == LLAMA_SERVER:
+        executable = spec.executable or llama_server.binary()
+        if executable is None:
+            raise LaunchError("llama-server is not installed on this node (make install)")
+        return llama_server.command(spec, executable)
     server = [sys.executable, "-m", "llama_cpp.server"]
     server += [f"--{name}={value}" for name, value in server_options(spec).items()]
     if spec.tensor_split:
         server += ["--tensor_split", *(repr(float(part)) for part in spec.tensor_split)]
+    return server
+
+
+def argv(spec: LaunchSpec) -> list[str]:
+    """The runner's command line, the server's after ``--``. Never a shell."""
+    server = server_argv(spec)
     runner = [sys.executable, "-m", "scheduling.runner", "--exit-file", str(spec.exit_file)]
     runner += ["--pid-file", str(spec.pid_file), "--log-file", str(spec.log_path)]
     return [*runner, "--", *server]
@@ -212,7 +253,7 @@ def server_env(spec: LaunchSpec, env: Mapping[str, str] | None = None) -> dict[s
     result = {
         key: value
         for key, value in (os.environ if env is None else env).items()
-        if key.lower() not in SERVER_SETTINGS_ENV
+        if key.lower() not in SERVER_SETTINGS_ENV and not key.startswith(llama_server.ENV_PREFIX)
     }
     if spec.cuda_visible_devices is not None:
         result["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
@@ -279,15 +320,17 @@ def wait_ready(
     is_alive: Callable[[], bool],
     interval: float = 0.05,
     server_pid: int | None = None,
+    path: str = "/v1/models",
 ) -> bool:
-    """Poll ``GET /v1/models`` until it answers 200 (True), the process dies or time runs out.
+    """Poll ``GET path`` until it answers 200 (True), the process dies or time runs out.
 
-    The server loads the model before it listens, so the first 200 means loaded. With
+    ``path``: ``LaunchSpec.ready_path``. llama_cpp.server loads the model before it
+    listens; llama-server listens at once and answers 503 until loaded. With
     ``server_pid``, a 200 counts only once that process listens on the port: whatever
     else answers there (another backend that took the port) is not ours.
     """
     address = f"[{host}]" if ":" in host else host
-    url = f"http://{address}:{port}/v1/models"
+    url = f"http://{address}:{port}{path}"
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=max(interval, 1.0), trust_env=False) as client:
         while True:
@@ -316,7 +359,7 @@ def _role_and_port(cmdline: list[str]) -> tuple[Role, int | None]:
     role: Role = "other"
     if "scheduling.runner" in cmdline:
         role = "runner"
-    elif "llama_cpp.server" in cmdline:
+    elif "llama_cpp.server" in cmdline or (cmdline and _is_llama_server(cmdline[0])):
         role = "server"
     for i, part in enumerate(cmdline):
         if part.startswith("--port="):
@@ -327,6 +370,10 @@ def _role_and_port(cmdline: list[str]) -> tuple[Role, int | None]:
             continue
         return role, int(value) if value.isdigit() else None
     return role, None
+
+
+def _is_llama_server(program: str) -> bool:
+    return Path(program).name == "llama-server"
 
 
 def find_backends() -> list[Found]:

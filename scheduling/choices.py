@@ -46,3 +46,30 @@ CLAIMING_STATES = (S.SCHEDULED, S.WAITING_FOR_FILES, S.STARTING, S.RUNNING, S.ST
 PROCESS_STATES = (S.STARTING, S.RUNNING, S.STOPPING, S.UNREACHABLE)
 # Instances that count as a replica the deployment asked for (not yet ended).
 LIVE_STATES = (*CLAIMING_STATES, S.PENDING, S.FAILED, S.UNREACHABLE)
+
+
+class Backend(models.TextChoices):
+    """The server process an instance runs (``scheduling.backend``)."""
+
+    LLAMA_SERVER = "llama_server", "llama.cpp llama-server (parallel slots)"
+    LLAMA_CPP_PYTHON = "llama_cpp_python", "llama-cpp-python server (one request at a time)"
+
+
+class ModelKind(models.TextChoices):
+    """What a deployment serves, and so which gateway endpoints answer for it."""
+
+    CHAT = "chat", "Chat / completion"
+    EMBEDDING = "embedding", "Embedding"
+    RERANKER = "reranker", "Reranker"
+
+
+class Pooling(models.TextChoices):
+    """How an embedding or reranker model pools token states (llama.cpp ``--pooling``);
+    blank: the model's own (its GGUF ``pooling_type``)."""
+
+    MODEL = "", "The model's own"
+    NONE = "none", "none (one vector per token)"
+    MEAN = "mean", "mean"
+    CLS = "cls", "cls (first token)"
+    LAST = "last", "last token"
+    RANK = "rank", "rank (reranker head)"

@@ -16,9 +16,10 @@ from inventory.models import Gpu, Node
 from models_app import actions as model_actions
 from models_app.choices import DownloadState, SourceKind
 from models_app.estimator import CacheType, RunSettings
+from models_app.estimator.settings import MIB
 from models_app.gguf import ModelFacts
 from models_app.models import CatalogModel, ModelFile
-from scheduling.choices import CLAIMING_STATES
+from scheduling.choices import CLAIMING_STATES, Backend, ModelKind
 from scheduling.models import Deployment, GpuClaim, Instance
 from scheduling.placement import GpuView, NodeView, Placement, Policy, Request
 from scheduling.sizing import EstimatorSizer
@@ -178,14 +179,73 @@ def _can_download(model: CatalogModel, node: Node) -> bool:
     return free is None or free >= model.size_bytes + model_actions.FREE_SPACE_MARGIN
 
 
+# Batch and micro-batch of chat backends (llama-server's and llama.cpp's defaults,
+# passed explicitly). Embedding and reranker backends process each input in one
+# micro-batch (non-causal models must), so both are the context of one slot.
+CHAT_BATCH, CHAT_UBATCH = 2048, 512
+
+
+def batch_sizes(deployment: Deployment) -> tuple[int, int]:
+    """(n_batch, n_ubatch) the deployment's backends run with."""
+    if deployment.kind == ModelKind.CHAT:
+        return CHAT_BATCH, CHAT_UBATCH
+    return deployment.n_ctx, deployment.n_ctx
+
+
+# Encoder architectures llama.cpp runs (non-causal): they only make embeddings.
+ENCODERS = frozenset(
+    {
+        "bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3",
+        "modern-bert", "neo-bert", "eurobert", "t5encoder",
+    }
+)  # fmt: skip
+
+
+def default_kind(model: CatalogModel) -> str:
+    """What a model serves unless the operator says otherwise: rank pooling makes a
+    reranker, pooling of its own or an encoder an embedding model, anything else chat."""
+    facts = model.facts or {}
+    pooling = facts.get("pooling_type")
+    if pooling == "rank":
+        return ModelKind.RERANKER
+    if pooling in ("mean", "cls", "last") or facts.get("architecture") in ENCODERS:
+        return ModelKind.EMBEDDING
+    return ModelKind.CHAT
+
+
+def pooling_flag(deployment: Deployment) -> str:
+    """``--pooling`` for an embedding deployment: the operator's, else none for a model
+    that has its own, else mean (a chat model such as llama has none, and llama-server
+    refuses its embeddings as "not OAI compatible" without one)."""
+    if deployment.kind != ModelKind.EMBEDDING:
+        return ""
+    if deployment.pooling:
+        return deployment.pooling
+    facts = deployment.model.facts or {}
+    return "" if facts.get("pooling_type") not in (None, "", "none") else "mean"
+
+
 def run_settings(deployment: Deployment) -> RunSettings:
+    """The estimator's settings for what ``tasks.launch_spec`` starts (llama_server.py
+    passes each of these explicitly): the KV cache holds ``n_ctx`` cells per slot, one
+    stream per slot; llama-server keeps the SWA cache small (no ``--swa-full``),
+    llama-cpp-python's context keeps it full-size; llama-server reserves one row of
+    logits per slot for chat (its ``server_output_limits``), n_batch for embeddings."""
     cache = CacheType(deployment.cache_type)
+    n_batch, n_ubatch = batch_sizes(deployment)
+    llama_server = deployment.backend == Backend.LLAMA_SERVER
+    chat = deployment.kind == ModelKind.CHAT
     return RunSettings(
-        n_ctx=deployment.n_ctx,
-        n_seq_max=1,
+        n_ctx=deployment.n_ctx * deployment.parallel,
+        n_seq_max=deployment.parallel,
+        n_batch=n_batch,
+        n_ubatch=n_ubatch,
         type_k=cache,
         type_v=cache,
         flash_attn=deployment.flash_attn,
+        kv_unified=False,
+        swa_full=not llama_server,
+        n_outputs_max=deployment.parallel if llama_server and chat else 0,
     )
 
 
@@ -195,7 +255,10 @@ def sizer_for(deployment: Deployment) -> EstimatorSizer:
     rows = CatalogModel.objects.filter(pk=deployment.model_id).values_list("facts", flat=True)
     facts = ModelFacts.from_dict(rows.first() or {})
     return EstimatorSizer(
-        facts, run_settings(deployment), margin_bytes=settings.GPUFLEET_PLACEMENT_MARGIN
+        facts,
+        run_settings(deployment),
+        margin_bytes=settings.GPUFLEET_PLACEMENT_MARGIN,
+        host_extra_bytes=deployment.cache_ram * MIB,
     )
 
 

@@ -130,16 +130,17 @@ def do_reserve_port(
     raise PortUnavailable("no free port in the backend port range on this node")
 
 
-def do_record_launch(instance: Instance, pid: int, server_pid: int) -> bool:
+def do_record_launch(instance: Instance, pid: int, server_pid: int, server: str = "") -> bool:
+    """The pids of a launch, and which server it runs (``backend.LaunchSpec.server``)."""
     now = timezone.now()
     updated = Instance.objects.filter(pk=instance.pk, state=S.STARTING).update(
-        pid=pid, server_pid=server_pid, updated_at=now
+        pid=pid, server_pid=server_pid, updated_at=now, backend=server, readings={}
     )
     if updated:
         InstanceRun.objects.filter(instance=instance, ended_at__isnull=True).update(
             launched_at=now, server_pid=server_pid
         )
-        instance.pid, instance.server_pid = pid, server_pid
+        instance.pid, instance.server_pid, instance.backend = pid, server_pid, server
         events.instance_changed(instance)
     return bool(updated)
 

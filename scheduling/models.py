@@ -18,11 +18,14 @@ from django.db.models.functions import Lower
 from inventory.models import Gpu, Node
 from models_app.models import CatalogModel, ModelFile
 from scheduling.choices import (
+    Backend,
     CacheType,
     DesiredState,
     InstanceState,
+    ModelKind,
     PlacementKind,
     PlacementPolicy,
+    Pooling,
 )
 from scheduling.options import clean_options
 
@@ -31,6 +34,7 @@ served_name_validator = RegexValidator(
     "Use letters, digits and . _ : / - (at most 128 characters), as clients will type it.",
 )
 MAX_REPLICAS = 64
+MAX_PARALLEL = 64
 SERVED_NAME_UNIQUE = "deployment_served_name_unique_any_case"
 
 
@@ -87,7 +91,35 @@ class Deployment(models.Model):
         default=4096, validators=[MinValueValidator(256)], help_text="context size in tokens"
     )
     parallel = models.PositiveSmallIntegerField(
-        default=1, help_text="parallel slots (llama-cpp-python's server serves one at a time)"
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_PARALLEL)],
+        help_text="parallel slots: requests one backend serves at once, each with the full "
+        "context (llama-server only)",
+    )
+    backend = models.CharField(
+        max_length=20,
+        choices=Backend.choices,
+        default=Backend.LLAMA_SERVER,
+        help_text="the server each instance runs",
+    )
+    kind = models.CharField(
+        max_length=12,
+        choices=ModelKind.choices,
+        default=ModelKind.CHAT,
+        help_text="what it serves: chat/completions, embeddings or reranking",
+    )
+    pooling = models.CharField(
+        max_length=8,
+        choices=Pooling.choices,
+        default=Pooling.MODEL,
+        blank=True,
+        help_text="embedding / reranker pooling; blank: the model's own",
+    )
+    cache_ram = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(1024 * 1024)],
+        help_text="MiB of host RAM for llama-server's prompt cache (0: none); counted as "
+        "host memory at placement",
     )
     cache_type = models.CharField(max_length=8, choices=CacheType.choices, default=CacheType.F16)
     flash_attn = models.BooleanField(default=False)
@@ -148,20 +180,37 @@ class Deployment(models.Model):
         errors |= self._context_errors()
         if self.min_replicas > self.replicas:
             errors["min_replicas"] = "At most as many as replicas (the most it runs)."
-        if self.parallel != 1:
-            errors["parallel"] = (
-                "llama-cpp-python's server serves one request at a time per backend: "
-                "use 1 parallel slot and more replicas."
-            )
+        errors |= self._backend_errors()
         if self.cache_type != CacheType.F16 and not self.flash_attn:
             errors["cache_type"] = "A quantized K/V cache needs flash attention."
         if not _is_labels(self.node_labels):
             errors["node_labels"] = "Labels must be an object of string → string."
-        _, option_errors = clean_options(self.extra_options)
+        _, option_errors = clean_options(self.extra_options, self.backend)
         if option_errors:
             errors["extra_options"] = "; ".join(f"{k}: {v}" for k, v in option_errors.items())
         if errors:
             raise ValidationError(errors)
+
+    def _backend_errors(self) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        if self.backend == Backend.LLAMA_CPP_PYTHON:
+            if self.parallel != 1:
+                errors["parallel"] = (
+                    "llama-cpp-python's server serves one request at a time: use 1 parallel "
+                    "slot and more replicas, or the llama-server backend."
+                )
+            if self.kind == ModelKind.RERANKER:
+                errors["kind"] = "llama-cpp-python's server cannot rerank: use llama-server."
+            if self.pooling or self.cache_ram:
+                field = "pooling" if self.pooling else "cache_ram"
+                errors[field] = "Only the llama-server backend takes this setting."
+        if self.kind == ModelKind.CHAT and self.pooling:
+            errors["pooling"] = "Pooling applies to embedding and reranker deployments only."
+        if self.kind == ModelKind.RERANKER and self.pooling not in ("", Pooling.RANK):
+            errors["pooling"] = "A reranker pools with rank (or the model's own)."
+        if self.kind == ModelKind.EMBEDDING and self.pooling == Pooling.RANK:
+            errors["pooling"] = "rank pooling makes a reranker: choose the reranker kind."
+        return errors
 
     def _context_errors(self) -> dict[str, str]:
         if self.model_id is None or not self.n_ctx:
@@ -173,7 +222,7 @@ class Deployment(models.Model):
 
     @property
     def options(self) -> dict[str, str]:
-        return clean_options(self.extra_options)[0]
+        return clean_options(self.extra_options, self.backend)[0]
 
     @property
     def wanted_replicas(self) -> int:
@@ -237,6 +286,12 @@ class Instance(models.Model):
     estimated = models.JSONField(default=dict, blank=True, help_text="device → bytes")
     measured = models.JSONField(default=dict, blank=True, help_text="device → bytes")
     port = models.PositiveIntegerField(null=True, blank=True)
+    backend = models.CharField(
+        max_length=20, choices=Backend.choices, blank=True, help_text="the server it runs"
+    )
+    # The backend's own figures, read by the agent (scheduling.readings): slots busy,
+    # tokens/s, requests deferred, KV cache use, when.
+    readings = models.JSONField(default=dict, blank=True)
     pid = models.PositiveIntegerField(null=True, blank=True, help_text="the runner's pid")
     server_pid = models.PositiveIntegerField(null=True, blank=True)
     restart_count = models.PositiveIntegerField(default=0)

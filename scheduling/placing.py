@@ -136,7 +136,7 @@ def _place_one(
 
 def sizer_key(deployment: Deployment) -> str:
     """Deployments of one model with the same memory settings share one sizer."""
-    return f"{deployment.model_id}:{run_settings(deployment)!r}"
+    return f"{deployment.model_id}:{run_settings(deployment)!r}:{deployment.cache_ram}"
 
 
 def _refusal_reason(instance: Instance, refusal: Refusal, waiting: str | None = None) -> bool:

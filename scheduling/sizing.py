@@ -14,6 +14,9 @@ estimate itself, without the margin, so they are what an instance claims.
   most, and would refuse a host that only holds the rest.
 - ``cpu_only``: no GPUs, no layers offloaded.
 
+``host_extra_bytes`` is host memory the backend takes beside llama.cpp's buffers
+(llama-server's prompt cache, ``--cache-ram``): added to every host figure.
+
 Split mode ``none`` keeps the model on one GPU, so ``on_gpus`` and ``partial``
 answer None for several GPUs then. Everything runs on a ``ModelShape`` prepared
 once (``prepare`` in ``__init__``).
@@ -61,11 +64,16 @@ class EstimatorSizer:
     """
 
     def __init__(
-        self, model: ModelFacts | ModelShape, settings: RunSettings, margin_bytes: int = 0
+        self,
+        model: ModelFacts | ModelShape,
+        settings: RunSettings,
+        margin_bytes: int = 0,
+        host_extra_bytes: int = 0,
     ) -> None:
         self.shape = model if isinstance(model, ModelShape) else prepare(model)
         self.settings = replace(settings, n_gpu_layers=-1, tensor_split=None, main_gpu=0)
         self.margin_bytes = margin_bytes
+        self.host_extra_bytes = host_extra_bytes
         self._one: dict[int, tuple[int, int]] = {}  # layers offloaded -> (GPU, host) bytes
         self._memo: OrderedDict[tuple[str, tuple[int, ...]], Fit | None] = OrderedDict()
         self._cpu: int | None = None
@@ -82,7 +90,8 @@ class EstimatorSizer:
         if n_gpu_layers not in self._one:
             settings = replace(self.settings, n_gpu_layers=n_gpu_layers)
             result = estimate(self.shape, settings, _devices([UNLIMITED]))
-            self._one[n_gpu_layers] = (_gpu_totals(result)[0], result.cpu.total)
+            host = result.cpu.total + self.host_extra_bytes
+            self._one[n_gpu_layers] = (_gpu_totals(result)[0], host)
         return self._one[n_gpu_layers]
 
     def _remember(
@@ -113,7 +122,7 @@ class EstimatorSizer:
         result = estimate(self.shape, replace(self.settings, tensor_split=split), gpus)
         if not result.fits(self.margin_bytes):
             return None
-        return Fit(_gpu_totals(result), result.cpu.total, -1, split)
+        return Fit(_gpu_totals(result), result.cpu.total + self.host_extra_bytes, -1, split)
 
     def partial(self, free: Sequence[int], host_free: int) -> Fit | None:
         if not self._splittable(free):
@@ -138,10 +147,12 @@ class EstimatorSizer:
         plan = max_gpu_layers(self.shape, self.settings, _devices(free), self.margin_bytes)
         if not plan.fits or plan.n_gpu_layers == 0:
             return None
-        totals, host = _gpu_totals(plan.estimate), plan.estimate.cpu.total
+        totals = _gpu_totals(plan.estimate)
+        host = plan.estimate.cpu.total + self.host_extra_bytes
         return Fit(totals, host, plan.n_gpu_layers, plan.tensor_split)
 
     def cpu_only(self, host_free: int) -> Fit | None:
         if self._cpu is None:
-            self._cpu = estimate(self.shape, replace(self.settings, n_gpu_layers=0), ()).cpu.total
+            cpu = estimate(self.shape, replace(self.settings, n_gpu_layers=0), ()).cpu.total
+            self._cpu = cpu + self.host_extra_bytes
         return Fit((), self._cpu, 0, None) if self._cpu <= host_free else None

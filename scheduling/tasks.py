@@ -12,13 +12,14 @@ import logging
 import os
 import socket
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from django.conf import settings
 
 from inventory.devices import DeviceSelectionError, cuda_visible_devices
 from models_app import actions as model_actions
-from scheduling import backend, lifecycle, ports
+from scheduling import backend, fleet, lifecycle, llama_server, ports
 from scheduling.choices import InstanceState, PlacementKind
 from scheduling.models import Instance, InstanceRun
 
@@ -46,17 +47,23 @@ def visible_devices(instance: Instance) -> str:
 def launch_spec(instance: Instance, run: InstanceRun, port: int) -> backend.LaunchSpec:
     deployment = instance.deployment
     cpu_only = instance.placement_kind == PlacementKind.CPU_ONLY
+    n_batch, n_ubatch = fleet.batch_sizes(deployment)
     return backend.LaunchSpec(
         instance_id=str(instance.pk),
         model_path=Path(model_path(instance)),
         host=HOST,
         port=port,
+        server=deployment.backend,
+        parallel=deployment.parallel,
+        kind=deployment.kind,
+        pooling=fleet.pooling_flag(deployment),
+        cache_ram_mib=deployment.cache_ram,
         n_ctx=deployment.n_ctx,
         n_gpu_layers=0 if cpu_only else instance.n_gpu_layers,
         tensor_split=tuple(instance.tensor_split) if instance.tensor_split else None,
         main_gpu=0,
-        n_batch=2048,
-        n_ubatch=512,
+        n_batch=n_batch,
+        n_ubatch=n_ubatch,
         flash_attn=deployment.flash_attn,
         type_k=deployment.cache_type,
         type_v=deployment.cache_type,
@@ -68,6 +75,22 @@ def launch_spec(instance: Instance, run: InstanceRun, port: int) -> backend.Laun
         state_dir=state_dir(instance, run),
         node_name=instance.node.name if instance.node else "",
     )
+
+
+def with_fallback(spec: backend.LaunchSpec, instance: Instance) -> backend.LaunchSpec:
+    """llama-cpp-python's server where llama-server is not installed, when that runs the
+    same thing in the same memory: one slot, no reranking, no pooling or prompt cache of
+    llama-server's, no server options, and no sliding window (its SWA cache is
+    full-size). Otherwise the spec as it is: launching it says what is missing."""
+    if spec.server != backend.LLAMA_SERVER or llama_server.binary() is not None:
+        return spec
+    facts = instance.deployment.model.facts or {}
+    same = spec.parallel == 1 and spec.kind != "reranker" and not spec.cache_ram_mib
+    same = same and not spec.extra_options and not spec.pooling
+    if not same or facts.get("sliding_window"):
+        return spec
+    logger.warning("llama-server is not installed: %s runs llama_cpp.server", instance)
+    return replace(spec, server=backend.LLAMA_CPP_PYTHON)
 
 
 def state_dir(instance: Instance, run: InstanceRun) -> Path:
@@ -102,9 +125,11 @@ def _launch(instance: Instance, run: InstanceRun) -> backend.Launched:
     port = lifecycle.do_reserve_port(
         instance, range(low, high + 1), lambda candidate: ports.bindable(candidate, HOST)
     )
-    spec = launch_spec(instance, run, port)
+    spec = with_fallback(launch_spec(instance, run, port), instance)
     launched = backend.launch(spec)
-    if not lifecycle.do_record_launch(instance, launched.runner_pid, launched.server_pid):
+    if not lifecycle.do_record_launch(
+        instance, launched.runner_pid, launched.server_pid, spec.server
+    ):
         backend.stop(launched.runner_pid, launched.server_pid, instance_id=str(instance.pk))
         raise backend.LaunchError("the instance was stopped while it started")
     return launched
@@ -116,7 +141,10 @@ def _await_ready(instance: Instance, run: InstanceRun, launched: backend.Launche
 
     assert instance.port is not None
     timeout = settings.GPUFLEET_BACKEND_START_TIMEOUT
-    if backend.wait_ready(HOST, instance.port, timeout, alive, server_pid=launched.server_pid):
+    path = backend.LaunchSpec.ready_path_of(instance.backend)
+    if backend.wait_ready(
+        HOST, instance.port, timeout, alive, server_pid=launched.server_pid, path=path
+    ):
         measured = backend.measured_memory(backend.read_log(Path(run.log_path)))
         if lifecycle.do_mark_running(instance, measured) and instance.model_file is not None:
             model_actions.do_touch(instance.model_file)  # the storage page's "last used"

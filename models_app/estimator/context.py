@@ -54,7 +54,7 @@ def context_params(settings: RunSettings, n_ctx_train: int = 0) -> ContextParams
         n_stream=1 if settings.kv_unified else n_seq,
         n_batch=n_batch,
         n_ubatch=n_ubatch,
-        n_outputs_max=n_batch,
+        n_outputs_max=min(settings.n_outputs_max, n_batch) if settings.n_outputs_max else n_batch,
         flash_attn=settings.flash_attn,
     )
 

@@ -86,6 +86,11 @@ class RunSettings:
     op_offload: bool = True  # --no-op-offload turns it off (big batches of CPU layers on GPU 0)
     kv_unified: bool = False  # --kv-unified
     swa_full: bool = True  # llama_context_default_params().swa_full
+    # Rows of logits one batch may produce (llama_context_params.n_outputs_max; 0 means
+    # n_batch, llama.cpp's default). llama-server sets its slot count for chat (one
+    # sampled token per slot) and keeps n_batch for embeddings; it sizes the compute
+    # buffer's prompt graph.
+    n_outputs_max: int = 0
     gpu_overhead_bytes: int = DEFAULT_GPU_OVERHEAD_BYTES
     host: HostProfile = field(default_factory=HostProfile)
 
@@ -93,6 +98,8 @@ class RunSettings:
         for name in ("n_seq_max", "n_batch", "n_ubatch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.n_outputs_max < 0:
+            raise ValueError("n_outputs_max must not be negative (0 means n_batch)")
         if self.n_ctx < 0:
             raise ValueError("n_ctx must not be negative (0 means the training context)")
         if self.type_v is not CacheType.F16 and not self.flash_attn:

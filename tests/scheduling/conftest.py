@@ -57,3 +57,12 @@ def tiny_model_file(directory: Path) -> Path:
         n_head_kv=2, n_ff=128, n_ctx_train=2048, weight_type=Q.Q8_0,
     )  # fmt: skip
     return path
+
+
+def embedding_model_file(directory: Path) -> Path:
+    """A real tiny embedding model: a BERT encoder with mean pooling (all-MiniLM-style)."""
+    (path,) = write_tiny_model(
+        directory / "tiny-embed.gguf", arch="bert", pooling="mean", n_layer=2, n_embd=64,
+        n_head=4, n_ff=128, n_ctx_train=512, seed=7,
+    )  # fmt: skip
+    return path

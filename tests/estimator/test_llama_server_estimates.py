@@ -1,0 +1,102 @@
+"""The estimate of a deployment follows the flags llama-server is started with: its
+buffers as llama-server logs them (``--log-verbosity 4``) match the estimate made from
+``scheduling.fleet.run_settings`` for slots, flash attention and kinds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from gguf import GGMLQuantizationType as Q
+
+from models_app.estimator import estimate, prepare
+from models_app.estimator.harness import MIB, parse_log
+from models_app.gguf import load_model_facts
+from models_app.gguf.testing import write_tiny_model
+from scheduling import fleet, llama_server, ports
+from scheduling.backend import LLAMA_SERVER, LaunchSpec
+from scheduling.models import Deployment
+from tests.conftest import skip_or_fail
+from tests.factories import CatalogModelFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def binary() -> Path:
+    found = llama_server.binary()
+    if found is None:
+        skip_or_fail("llama-server is not built (make install builds it)")
+    assert found is not None
+    return found
+
+
+def _load_log(binary: Path, deployment: Deployment, path: Path, tmp_path: Path) -> str:
+    n_batch, n_ubatch = fleet.batch_sizes(deployment)
+    port = ports.free_port(39700, 39799, set()) or 39799
+    spec = LaunchSpec(
+        instance_id="estimate", model_path=path, port=port, log_path=tmp_path / "log",
+        state_dir=tmp_path, server=LLAMA_SERVER, parallel=deployment.parallel,
+        kind=deployment.kind, pooling=fleet.pooling_flag(deployment), n_ctx=deployment.n_ctx,
+        n_batch=n_batch, n_ubatch=n_ubatch, flash_attn=deployment.flash_attn,
+        extra_options={"n_threads": "1"},
+    )  # fmt: skip
+    env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+    server = subprocess.Popen(
+        llama_server.command(spec, binary), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=env,
+    )  # fmt: skip
+    try:
+        _wait_healthy(port, server)
+    finally:
+        server.terminate()
+        out = server.communicate(timeout=30)[0]
+    return out
+
+
+def _wait_healthy(port: int, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("llama-server did not become healthy")
+
+
+MODELS = {
+    "llama-q4": dict(n_layer=4, n_embd=256, n_head=8, n_head_kv=4, n_ff=512, n_vocab=8000,
+                     n_ctx_train=4096, weight_type=Q.Q4_0),
+    "qwen3-rank": dict(arch="qwen3", pooling="rank", n_cls_out=2, n_ctx_train=2048),
+}  # fmt: skip
+CASES = [
+    ("llama-q4", "chat", 1, False, 1024),
+    ("llama-q4", "chat", 4, False, 1024),
+    ("llama-q4", "chat", 4, True, 768),
+    ("qwen3-rank", "reranker", 2, False, 1024),
+]
+
+
+@pytest.mark.parametrize(("model", "kind", "parallel", "fa", "n_ctx"), CASES)
+def test_the_estimate_matches_llama_servers_buffers(
+    binary, tmp_path, model, kind, parallel, fa, n_ctx
+):
+    (path,) = write_tiny_model(tmp_path / f"{model}.gguf", **MODELS[model])
+    facts = load_model_facts(path)
+    deployment = Deployment(
+        model=CatalogModelFactory(facts=facts.to_dict()), n_ctx=n_ctx, parallel=parallel,
+        kind=kind, flash_attn=fa,
+    )  # fmt: skip
+    reported = parse_log(_load_log(binary, deployment, path, tmp_path))
+    cpu = estimate(prepare(facts), fleet.run_settings(deployment), ()).cpu
+    logged = {part: sum(sizes.values()) for part, sizes in reported.buffers.items()}
+    assert abs(cpu.weights - logged["weights"]) <= MIB
+    assert abs(cpu.kv_cache - logged.get("kv_cache", 0)) <= MIB
+    assert abs(cpu.compute - logged["compute"]) <= 0.10 * logged["compute"]
+    assert abs(cpu.output - logged.get("output", 0)) <= MIB
