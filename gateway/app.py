@@ -39,6 +39,18 @@ FORWARDED = {
     "/v1/embeddings": "embedding",
     "/v1/rerank": "rerank",
 }
+# The deployment kind each path serves, and the path to use for each kind.
+KIND_OF_PATH = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "chat",
+    "/v1/embeddings": "embedding",
+    "/v1/rerank": "reranker",
+}
+PATHS_OF_KIND = {
+    "chat": "/v1/chat/completions or /v1/completions",
+    "embedding": "/v1/embeddings",
+    "reranker": "/v1/rerank",
+}
 
 
 def _db(function: Any, *args: Any) -> Any:
@@ -228,9 +240,12 @@ class Gateway:
     async def _models(self, send: Send, info: keys.KeyInfo, name: str) -> None:
         routes = [r for r in self.table.routes.values() if info.allows(r.served_name)]
         data = [
-            {"id": r.served_name, "object": "model", "created": 0, "owned_by": "gpufleet"}
+            {
+                "id": r.served_name, "object": "model", "created": 0, "owned_by": "gpufleet",
+                "kind": r.kind,
+            }
             for r in sorted(routes, key=lambda r: r.served_name)
-        ]
+        ]  # fmt: skip
         if not name:
             await asgi_io.send_json(send, 200, {"object": "list", "data": data})
             return
@@ -260,6 +275,7 @@ class Gateway:
             raise GatewayError(
                 403, f"This key may not use {name!r}.", code="model_not_allowed", param="model"
             )
+        check_kind(route, path)
         wants_usage, body = usage_options(request, body)
         outcome = usage.Outcome(info.id, route.deployment_id, name, status=0)
         try:
@@ -323,6 +339,17 @@ def _note_failure(instance_id: str, failure: str) -> None:
     from scheduling.lifecycle import do_note_gateway_failure
 
     do_note_gateway_failure(instance_id, failure)
+
+
+def check_kind(route: Route, path: str) -> None:
+    """400 when the model does not serve this path (a chat model asked for embeddings)."""
+    if KIND_OF_PATH[path] == route.kind:
+        return
+    use = PATHS_OF_KIND.get(route.kind, "another endpoint")
+    raise GatewayError(
+        400, f"{route.served_name!r} is a {route.kind} model: use {use}.",
+        code="wrong_model_kind", param="model",
+    )  # fmt: skip
 
 
 def parse_request(body: bytes) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def load_routes() -> list[Route]:
 
     rows = Deployment.objects.exclude(desired_state="deleting").values_list(
         "id", "served_name", "desired_state", "priority", "replicas", "min_replicas",
-        "max_queue", "cold_start_timeout", "model__display_name",
+        "max_queue", "cold_start_timeout", "model__display_name", "kind", "parallel",
     )  # fmt: skip
     backends: dict[str, list[Backend]] = {}
     instances = Instance.objects.exclude(state="stopped").values_list(
@@ -45,9 +45,13 @@ def load_routes() -> list[Route]:
             deployment_id=str(pk), served_name=name, running=desired == "running",
             priority=priority, replicas=replicas, min_replicas=min_replicas,
             max_queue=max_queue, cold_start_timeout=float(timeout),
-            backends=tuple(backends.get(str(pk), ())), model=model or "",
+            backends=tuple(backends.get(str(pk), ())), model=model or "", kind=kind,
+            parallel=parallel,
         )
-        for pk, name, desired, priority, replicas, min_replicas, max_queue, timeout, model in rows
+        for (
+            pk, name, desired, priority, replicas, min_replicas, max_queue, timeout, model,
+            kind, parallel,
+        ) in rows
     ]  # fmt: skip
 
 

@@ -8,8 +8,9 @@ running instance, the queue is released in arrival order; when the only instance
 are refused by placement, the queue gets 503 with the placement's reason; a request
 that waited ``cold_start_timeout`` gets 504.
 
-A request that finds every running instance with ``SCALE_UP_AT`` requests or more in
-flight asks for one more instance (up to ``replicas``), and is served meanwhile by the
+A request that finds every running instance with all its slots busy and
+``SCALE_UP_AT`` requests or more waiting beyond them (``parallel - 1 + SCALE_UP_AT`` in
+flight) asks for one more instance (up to ``replicas``), and is served meanwhile by the
 least busy one.
 """
 
@@ -100,7 +101,7 @@ class OnDemand:
                 self.queues.pop(route.served_name, None)
 
     def _maybe_scale_up(self, route: Route, chosen: Backend) -> None:
-        if self.table.in_flight.get(chosen.instance_id, 0) < SCALE_UP_AT:
+        if self.table.in_flight.get(chosen.instance_id, 0) < route.parallel - 1 + SCALE_UP_AT:
             return  # the least busy instance still has room
         have = len(route.routable()) + len(route.coming())
         if have < route.replicas:

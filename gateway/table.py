@@ -46,6 +46,8 @@ class Route:
     cold_start_timeout: float
     backends: tuple[Backend, ...]
     model: str = ""
+    kind: str = "chat"  # chat, embedding or reranker: which paths it answers
+    parallel: int = 1  # slots per instance
 
     def routable(self) -> list[Backend]:
         return [b for b in self.backends if b.state == ROUTABLE and b.port]
