@@ -36,6 +36,7 @@ EventKind = Literal[
     "download.changed",
     "deployment.changed",
     "instance.changed",
+    "instance.readings",
     "key.changed",
     "gateway.waiting",
 ]

@@ -16,6 +16,7 @@ from inventory.access import can_operate
 from scheduling import actions, lifecycle
 from scheduling.choices import DesiredState
 from scheduling.models import Deployment, Eviction, GpuClaim, Instance, InstanceRun
+from scheduling.presenters import readings_data
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -54,8 +55,18 @@ def _apply(
 
 @admin.register(Deployment)
 class DeploymentAdmin(ReadOnlyAdmin):
-    list_display = ("served_name", "model", "replicas", "desired_state", "policy", "priority")
-    list_filter = ("desired_state", "policy")
+    list_display = (
+        "served_name",
+        "model",
+        "kind",
+        "backend",
+        "replicas",
+        "parallel",
+        "desired_state",
+        "policy",
+        "priority",
+    )
+    list_filter = ("desired_state", "kind", "backend", "policy")
     search_fields = ("served_name", "model__display_name")
     actions = ["start", "stop", "delete_deployments"]
 
@@ -79,13 +90,20 @@ class InstanceAdmin(ReadOnlyAdmin):
         "deployment",
         "node",
         "state",
+        "backend",
         "port",
+        "slots_busy",
         "restart_count",
         "updated_at",
     )
-    list_filter = ("state", "node", "placement_kind")
+    list_filter = ("state", "backend", "node", "placement_kind")
     search_fields = ("id", "deployment__served_name")
     actions = ["stop_instances"]
+
+    @admin.display(description="slots busy")
+    def slots_busy(self, instance: Instance) -> str:
+        shown = readings_data(instance)
+        return f"{shown['busy']}/{shown['slots']}" if shown else "–"
 
     @admin.action(description="Stop the selected instances", permissions=["operate"])
     def stop_instances(self, request: HttpRequest, rows: QuerySet[Instance]) -> None:

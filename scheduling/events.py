@@ -23,5 +23,12 @@ def instances_changed(instances: list[Instance]) -> None:
     events.send_many("instance.changed", [_fields(instance) for instance in instances])
 
 
+def instances_read(instances: list[Instance]) -> None:
+    """``instance.readings``: the backend's own figures of these instances changed
+    (``Instance.readings``). Its own kind, not ``instance.changed``: the gateway reloads
+    its routing table on that, and must not every 2 s."""
+    events.send_many("instance.readings", [_fields(instance) for instance in instances])
+
+
 def deployment_changed(deployment: Deployment) -> None:
     events.send("deployment.changed", deployment_id=str(deployment.pk))

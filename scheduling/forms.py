@@ -12,9 +12,9 @@ from django.core.exceptions import ValidationError
 
 from inventory.models import Gpu
 from models_app.models import CatalogModel
-from scheduling.choices import CacheType, PlacementPolicy
-from scheduling.models import MAX_REPLICAS, Deployment
-from scheduling.options import ALLOWED_OPTIONS
+from scheduling.choices import Backend, CacheType, ModelKind, PlacementPolicy, Pooling
+from scheduling.models import MAX_PARALLEL, MAX_REPLICAS, Deployment
+from scheduling.options import ALLOWED_BY_BACKEND
 
 # Fields of ``Deployment`` the form hands to the action as they are.
 PLAIN_FIELDS = (
@@ -25,8 +25,12 @@ PLAIN_FIELDS = (
     "idle_timeout",
     "cold_start_timeout",
     "max_queue",
+    "backend",
+    "kind",
+    "pooling",
     "n_ctx",
     "parallel",
+    "cache_ram",
     "cache_type",
     "flash_attn",
     "policy",
@@ -98,6 +102,19 @@ def _help(name: str) -> str:
     return str(getattr(Deployment._meta.get_field(name), "help_text", ""))
 
 
+# Left empty (a client that does not send them): the model's default.
+DEFAULTED = ("idle_timeout", "cold_start_timeout", "max_queue", "cache_ram")
+DEFAULTED_CHOICES = ("backend", "kind")
+
+
+def options_by_backend() -> list[dict[str, Any]]:
+    """The extra options each backend takes, for the form's help."""
+    return [
+        {"backend": value, "label": label, "names": sorted(ALLOWED_BY_BACKEND.get(value, {}))}
+        for value, label in Backend.choices
+    ]
+
+
 class DeploymentForm(forms.Form):
     model = forms.ModelChoiceField(
         queryset=CatalogModel.objects.order_by("display_name"), empty_label="— pick a model —"
@@ -130,12 +147,30 @@ class DeploymentForm(forms.Form):
         label="Waiting requests", min_value=0, max_value=100_000, initial=64, required=False,
         help_text="Requests that may wait for a start; more get 429.",
     )  # fmt: skip
+    backend = forms.ChoiceField(
+        choices=Backend.choices, initial=Backend.LLAMA_SERVER, required=False,
+        help_text=_help("backend"),
+    )  # fmt: skip
+    kind = forms.ChoiceField(
+        label="Serves", choices=ModelKind.choices, initial=ModelKind.CHAT, required=False,
+        help_text="Chat / completion, embeddings (/v1/embeddings) or reranking (/v1/rerank).",
+    )  # fmt: skip
+    pooling = forms.ChoiceField(
+        choices=Pooling.choices, initial=Pooling.MODEL, required=False,
+        help_text="Embeddings and rerankers only; reranking pools with rank.",
+    )  # fmt: skip
     n_ctx = forms.IntegerField(
         label="Context (tokens)", min_value=256, initial=4096, help_text=_help("n_ctx")
     )
     parallel = forms.IntegerField(
-        label="Parallel slots", min_value=1, initial=1, help_text=_help("parallel")
-    )
+        label="Parallel slots", min_value=1, max_value=MAX_PARALLEL, initial=1,
+        help_text="Requests one backend serves at once, each with the full context "
+        "(llama-server; llama-cpp-python serves 1).",
+    )  # fmt: skip
+    cache_ram = forms.IntegerField(
+        label="Prompt cache (MiB)", min_value=0, max_value=1024 * 1024, initial=0,
+        required=False, help_text="Host RAM llama-server keeps prompts in (0: none).",
+    )  # fmt: skip
     cache_type = forms.ChoiceField(
         label="K/V cache type", choices=CacheType.choices, initial=CacheType.F16
     )
@@ -161,9 +196,15 @@ class DeploymentForm(forms.Form):
     extra_options = forms.CharField(
         required=False,
         label="Extra server options",
-        help_text="One name=value per line. Allowed: " + ", ".join(sorted(ALLOWED_OPTIONS)),
+        help_text="One name=value per line; the options each backend takes are listed below.",
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
     )
+
+    @property
+    def options_help(self) -> list[dict[str, Any]]:
+        """Each backend's allowed options (the page shows the chosen backend's list:
+        ``data-for-backend`` in static/gpufleet/forms.js)."""
+        return options_by_backend()
 
     def clean_node_labels(self) -> dict[str, str]:
         return parse_labels(self.cleaned_data.get("node_labels") or "")
@@ -175,9 +216,12 @@ class DeploymentForm(forms.Form):
         """The cleaned values as ``Deployment`` fields (those that parsed); no minimum
         given means every replica runs (always on)."""
         fields = {n: self.cleaned_data[n] for n in PLAIN_FIELDS if n in self.cleaned_data}
-        for name in ("idle_timeout", "cold_start_timeout", "max_queue"):
+        for name in DEFAULTED:
             if fields.get(name) is None:
                 fields.pop(name, None)  # left empty: the model's default
+        for name in DEFAULTED_CHOICES:
+            if not fields.get(name):
+                fields.pop(name, None)
         if fields.get("min_replicas") is None:
             fields["min_replicas"] = fields.get("replicas", 1)
         return fields

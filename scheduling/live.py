@@ -1,5 +1,7 @@
 """Live fragments of the deployment pages, after ``deployment.changed`` /
-``instance.changed`` (and ``node.gpus`` for the memory bars of a deployment's GPUs).
+``instance.changed`` (and ``node.gpus`` for the memory bars of a deployment's GPUs), and
+``instance.readings`` (the agent's readings of a backend, every few seconds while they
+change: only the readings cell of the instance's row, or the deployment's list row).
 
 Two scopes: the list (``deployment_id`` None) and one deployment's page. Each event is
 rendered once per scope and kind of viewer (operators see the buttons), however many
@@ -37,7 +39,7 @@ def _list_event(event: Event, operator: bool) -> str:
     kind = event["kind"]
     if kind == "deployment.changed":  # created, deleted or changed: the table again
         return render_list(operator)
-    if kind == "instance.changed":
+    if kind in ("instance.changed", "instance.readings"):
         row = fragments.one_row(event.get("deployment_id"))
         return _render("_deployment_row.html", {"row": row}) if row else ""
     return ""
@@ -71,9 +73,16 @@ def _instance_update(event: Event, operator: bool, deployment_id: str) -> str:
     return _render("_instance.html", {"item": item}) + counts + render_memory(deployment_id)
 
 
+def _readings_update(event: Event) -> str:
+    item = fragments.instance_readings(event.get("instance_id"))
+    return _render("_instance_readings.html", {"item": item}) if item else ""
+
+
 def _detail_event(event: Event, operator: bool, deployment_id: str) -> str:
     kind = event["kind"]
     ours = event.get("deployment_id") == deployment_id
+    if kind == "instance.readings":
+        return _readings_update(event) if ours else ""
     if kind == "deployment.changed":
         return render_detail(deployment_id, operator) if ours else ""
     if kind == "instance.changed" and ours:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from inventory.models import Gpu, Node
+from scheduling.choices import InstanceState
 from scheduling.models import Deployment, Instance
 from scheduling.placement import Placement
 
@@ -24,6 +26,35 @@ def claim_data(instance: Instance) -> list[dict[str, Any]]:
     ]
 
 
+def _number(value: Any) -> float | None:
+    """A finite, non-negative number from stored JSON (not a flag), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return max(float(value), 0.0) if math.isfinite(value) else None
+
+
+def readings_data(instance: Instance) -> dict[str, Any] | None:
+    """A running instance's readings (``scheduling.readings``) checked, as pages and
+    /metrics show them; None when there are none (not running, llama-cpp-python, not read
+    yet)."""
+    data = instance.readings
+    if instance.state != InstanceState.RUNNING or not isinstance(data, dict):
+        return None
+    slots = int(_number(data.get("slots")) or 0)
+    if not slots:
+        return None
+    kv = _number(data.get("kv_used"))
+    kv = None if kv is None else min(kv, 1.0)
+    return {
+        "slots": slots,
+        "busy": min(int(_number(data.get("busy")) or 0), slots),
+        "deferred": int(_number(data.get("deferred")) or 0),
+        "tokens_per_second": _number(data.get("tokens_per_second")),
+        "kv_used": kv,
+        "kv_pct": None if kv is None else round(100 * kv),
+    }
+
+
 def instance_data(instance: Instance) -> dict[str, Any]:
     return {
         "id": instance.pk,
@@ -35,6 +66,8 @@ def instance_data(instance: Instance) -> dict[str, Any]:
         "n_gpu_layers": instance.n_gpu_layers,
         "tensor_split": instance.tensor_split,
         "port": instance.port,
+        "backend": instance.backend,
+        "readings": instance.readings if isinstance(instance.readings, dict) else {},
         "pid": instance.pid,
         "server_pid": instance.server_pid,
         "restart_count": instance.restart_count,
@@ -67,6 +100,10 @@ def deployment_data(deployment: Deployment, with_stopped: bool = False) -> dict[
         "desired_state": deployment.desired_state,
         "n_ctx": deployment.n_ctx,
         "parallel": deployment.parallel,
+        "backend": deployment.backend,
+        "kind": deployment.kind,
+        "pooling": deployment.pooling,
+        "cache_ram": deployment.cache_ram,
         "cache_type": deployment.cache_type,
         "flash_attn": deployment.flash_attn,
         "policy": deployment.policy,

@@ -5,6 +5,10 @@
 - every tick, mark failed the instances whose process died (exit status and last log
   lines kept; a restart follows after a backoff), refresh measured memory from NVML's
   per-process figures, start instances whose files arrived;
+- every ``READINGS_EVERY``, read each running llama-server's own figures (slots busy,
+  tokens/s, deferred requests, KV use: ``scheduling.readings``) into
+  ``Instance.readings``, saved and sent as ``instance.readings`` only when what a page
+  shows changed;
 - for the whole fleet (any agent may, all are idempotent): instances of offline nodes
   become unreachable, failed ones whose backoff is over go back to pending, and a
   placement pass places what is pending.
@@ -22,8 +26,9 @@ from django.utils import timezone
 from inventory.choices import NodeStatus
 from inventory.models import Gpu, Node
 from inventory.probe.base import ProcessUsage
-from scheduling import actions, backend, lifecycle, oom, placing
-from scheduling.choices import InstanceState
+from scheduling import actions, backend, lifecycle, oom, placing, readings
+from scheduling import events as scheduling_events
+from scheduling.choices import Backend, InstanceState
 from scheduling.models import GpuClaim, Instance
 from scheduling.tasks import fail_from_exit
 
@@ -31,6 +36,7 @@ logger = logging.getLogger("gpufleet.supervisor")
 S = InstanceState
 FLEET_EVERY = 2.0
 MEASURE_EVERY = 5.0
+READINGS_EVERY = 2.0  # read each running llama-server's /slots and /metrics
 STRAYS_EVERY = 10.0  # look for backend processes that no instance accounts for
 STOP_GRACE = 60.0  # a stopping instance whose process still runs after this is stopped here
 
@@ -40,6 +46,7 @@ class Supervisor:
         self.node = node
         self.adopted = False
         self._due: dict[str, float] = {}
+        self._samples: dict[str, readings.Sample] = {}  # the last reading per instance
 
     def _is_due(self, name: str, every: float, now: float) -> bool:
         if now >= self._due.get(name, 0.0):
@@ -60,6 +67,8 @@ class Supervisor:
         if self._is_due("measure", MEASURE_EVERY, now):
             refresh_measurements(node)
             oom.check_node(node)
+        if self._is_due("readings", READINGS_EVERY, now):
+            self._samples = take_readings(node, self._samples)
         if self._is_due("strays", STRAYS_EVERY, now):
             stop_strays(node)
         if housekeeper and self._is_due("fleet", FLEET_EVERY, now):
@@ -165,6 +174,40 @@ def refresh_measurements(node: Node) -> None:
         if changed:
             Instance.objects.filter(pk=instance.pk).update(measured=measured)
             lifecycle.events.instance_changed(instance)
+
+
+def take_readings(node: Node, previous: dict[str, readings.Sample]) -> dict[str, readings.Sample]:
+    """Read every running llama-server of this node; save its ``readings`` and send
+    ``instance.readings`` where what a page shows changed. Returns the samples to
+    compare the next pass with (an instance that did not answer keeps its last one)."""
+    running = Instance.objects.filter(
+        node=node, state=S.RUNNING, backend=Backend.LLAMA_SERVER, port__isnull=False
+    )
+    instances = list(running.only("pk", "deployment_id", "node_id", "port", "readings"))
+    samples = readings.read_many({str(i.pk): i.port for i in instances if i.port})
+    kept: dict[str, readings.Sample] = {}
+    changed: list[Instance] = []
+    for instance in instances:
+        key = str(instance.pk)
+        sample = samples.get(key)
+        if sample is None:
+            if key in previous:
+                kept[key] = previous[key]
+            continue
+        kept[key] = sample
+        if _save_readings(instance, readings.summary(sample, previous.get(key))):
+            changed.append(instance)
+    if changed:
+        scheduling_events.instances_read(changed)
+    return kept
+
+
+def _save_readings(instance: Instance, data: dict[str, object]) -> bool:
+    """Store ``data`` unless a page would show the same; True when stored (and the
+    instance still runs)."""
+    if readings.shown(data) == readings.shown(instance.readings):
+        return False
+    return bool(Instance.objects.filter(pk=instance.pk, state=S.RUNNING).update(readings=data))
 
 
 def _process_memory(gpu: Gpu, pid: int | None) -> int | None:

@@ -1,5 +1,7 @@
 """Prometheus /metrics in the DCGM exporter's names and labels, so existing DCGM
-dashboards and alerts work on gpufleet's readings; plus a few gauges of our own.
+dashboards and alerts work on gpufleet's readings; plus a few gauges of our own, and
+each running backend's own readings (``scheduling.metrics``: slots, busy, deferred,
+tokens/s, KV use).
 
 Needs an API token (``Authorization: Bearer …``); the login page does not apply.
 Each scrape builds a fresh registry from the database: no global metric state.
@@ -98,8 +100,16 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return unauthorized()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector())
+    registry.register(instance_collector())
     body = generate_latest(registry) + generate_latest(gateway_registry())
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def instance_collector() -> Collector:
+    """The backends' readings per running instance (``scheduling.metrics``)."""
+    from scheduling.metrics import InstanceCollector
+
+    return InstanceCollector()
 
 
 def gateway_registry() -> CollectorRegistry:

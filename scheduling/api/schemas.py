@@ -11,11 +11,15 @@ from uuid import UUID
 from ninja import Field, Schema
 from pydantic import ConfigDict, Strict, field_validator
 
-from scheduling.models import MAX_REPLICAS
+from scheduling.models import MAX_PARALLEL, MAX_REPLICAS
 
 OptionValue = str | int | float | bool
 Int = Annotated[int, Strict()]
 Flag = Annotated[bool, Strict()]
+BackendName = Literal["llama_server", "llama_cpp_python"]
+Kind = Literal["chat", "embedding", "reranker"]
+PoolingName = Literal["", "none", "mean", "cls", "last", "rank"]
+CACHE_RAM_MAX = 1024 * 1024  # MiB
 
 
 class DeploymentIn(Schema):
@@ -35,7 +39,21 @@ class DeploymentIn(Schema):
     cold_start_timeout: Int = Field(600, ge=1, le=86400, description="seconds a request waits")
     max_queue: Int = Field(64, ge=0, le=100_000, description="requests that may wait")
     n_ctx: Int = Field(4096, ge=256, le=10_000_000, description="context size in tokens")
-    parallel: Int = Field(1, ge=1, le=64, description="parallel slots (the backend serves 1)")
+    parallel: Int = Field(
+        1,
+        ge=1,
+        le=MAX_PARALLEL,
+        description="parallel slots, each with the full context (llama_server; "
+        "llama_cpp_python serves 1)",
+    )
+    backend: BackendName = Field("llama_server", description="the server each instance runs")
+    kind: Kind = Field("chat", description="what it serves: chat, embeddings or reranking")
+    pooling: PoolingName = Field(
+        "", description="embedding / reranker pooling; empty: the model's own"
+    )
+    cache_ram: Int = Field(
+        0, ge=0, le=CACHE_RAM_MAX, description="MiB of host RAM for llama-server's prompt cache"
+    )
     cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     flash_attn: Flag = False
     policy: Literal["binpack", "spread"] = "binpack"
@@ -46,7 +64,8 @@ class DeploymentIn(Schema):
     allow_cpu_offload: Flag = False
     allow_multi_gpu: Flag = False
     extra_options: dict[str, OptionValue] = Field(
-        default_factory=dict, description="llama.cpp server options from the allowed list"
+        default_factory=dict,
+        description="server options from the chosen backend's allowed list",
     )
 
 
@@ -57,6 +76,11 @@ class DeploymentPatch(Schema):
     model_config = ConfigDict(extra="forbid")
 
     n_ctx: Int | None = Field(None, ge=256, le=10_000_000)
+    parallel: Int | None = Field(None, ge=1, le=MAX_PARALLEL)
+    backend: BackendName | None = None
+    kind: Kind | None = None
+    pooling: PoolingName | None = None
+    cache_ram: Int | None = Field(None, ge=0, le=CACHE_RAM_MAX)
     idle_timeout: Int | None = Field(None, ge=1, le=30 * 86400)
     cold_start_timeout: Int | None = Field(None, ge=1, le=86400)
     max_queue: Int | None = Field(None, ge=0, le=100_000)
@@ -72,9 +96,9 @@ class DeploymentPatch(Schema):
     extra_options: dict[str, OptionValue] | None = None
 
     @field_validator(
-        "n_ctx", "idle_timeout", "cold_start_timeout", "max_queue", "cache_type", "flash_attn",
-        "policy", "node_labels", "priority", "allow_cpu_offload", "allow_multi_gpu",
-        "extra_options",
+        "n_ctx", "parallel", "backend", "kind", "pooling", "cache_ram", "idle_timeout",
+        "cold_start_timeout", "max_queue", "cache_type", "flash_attn", "policy", "node_labels",
+        "priority", "allow_cpu_offload", "allow_multi_gpu", "extra_options",
     )  # fmt: skip
     @classmethod
     def not_null(cls, value: Any) -> Any:
@@ -123,6 +147,12 @@ class InstanceOut(Schema):
     n_gpu_layers: int
     tensor_split: list[float] | None
     port: int | None
+    backend: str = Field(description="the server it was launched with (empty before)")
+    readings: dict[str, Any] = Field(
+        description="the backend's own figures read by the agent (llama_server): slots, busy, "
+        "deferred, tokens_per_second, prompt_tokens_per_second, kv_used (0..1), "
+        "tokens_total, prompt_tokens_total, at (unix time); empty when none"
+    )
     pid: int | None
     server_pid: int | None
     restart_count: int
@@ -150,6 +180,10 @@ class DeploymentOut(Schema):
     desired_state: str
     n_ctx: int
     parallel: int
+    backend: str
+    kind: str
+    pooling: str
+    cache_ram: int
     cache_type: str
     flash_attn: bool
     policy: str

@@ -1,6 +1,7 @@
 """What the deployment fragments show, for the pages and the websocket alike: rows of
-the list, the summary of one deployment, its instances (memory per device, runs) and
-the memory bar of each GPU it uses (every claim on it, foreign use, free)."""
+the list, the summary of one deployment, its instances (memory per device, runs, the
+backend's own readings) and the memory bar of each GPU it uses (every claim on it,
+foreign use, free)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,18 @@ from django.db.models import Prefetch, QuerySet
 from inventory.models import Gpu
 from inventory.presenters import gpu_row
 from scheduling import backend, evicting
-from scheduling.choices import InstanceState
+from scheduling.choices import Backend, InstanceState
 from scheduling.models import Deployment, GpuClaim, Instance, InstanceRun
+from scheduling.presenters import readings_data
 
 S = InstanceState
 LOG_STATES = (S.STARTING, S.RUNNING)  # the log tail polls while an instance is in these
 RUNS_SHOWN = 10
 LOG_LINES = 100
+BACKEND_NAMES: dict[str, str] = {
+    Backend.LLAMA_SERVER.value: "llama-server",
+    Backend.LLAMA_CPP_PYTHON.value: "llama-cpp-python",
+}
 
 
 # --- the list ---------------------------------------------------------------------------
@@ -32,6 +38,21 @@ def state_counts(instances: Iterable[Instance]) -> list[tuple[str, str, int]]:
     return [(value, label, counts[value]) for value, label in S.choices if counts[value]]
 
 
+def load(instances: Iterable[Instance]) -> dict[str, Any] | None:
+    """Readings of a deployment's running instances together: slots busy of slots,
+    tokens per second and deferred requests summed (None: no readings)."""
+    shown = [r for r in (readings_data(i) for i in instances) if r]
+    if not shown:
+        return None
+    speeds = [r["tokens_per_second"] for r in shown if r["tokens_per_second"] is not None]
+    return {
+        "slots": sum(r["slots"] for r in shown),
+        "busy": sum(r["busy"] for r in shown),
+        "deferred": sum(r["deferred"] for r in shown),
+        "tokens_per_second": round(sum(speeds), 1) if speeds else None,
+    }
+
+
 def deployment_row(deployment: Deployment) -> dict[str, Any]:
     instances = list(deployment.instances.all())
     return {
@@ -39,6 +60,8 @@ def deployment_row(deployment: Deployment) -> dict[str, Any]:
         "running": sum(1 for i in instances if i.state == S.RUNNING),
         "wanted": deployment.wanted_replicas,
         "counts": state_counts(instances),
+        "backend": BACKEND_NAMES.get(deployment.backend, deployment.backend),
+        "load": load(instances),
     }
 
 
@@ -150,12 +173,19 @@ def instance_context(instance: Instance) -> dict[str, Any]:
         "more_runs": max(len(runs) - RUNS_SHOWN, 0),
         "current_run": runs[0] if runs else None,
         "polls_log": instance.state in LOG_STATES,
+        "readings": readings_data(instance),
     }
 
 
 def instance_items(deployment: Deployment) -> list[dict[str, Any]]:
     live = _instances().filter(deployment=deployment).exclude(state=S.STOPPED)
     return [instance_context(i) for i in live.order_by("created_at")]
+
+
+def instance_readings(instance_id: Any) -> dict[str, Any] | None:
+    """Just what the readings cell of an instance row needs (no log, claims or runs)."""
+    instance = Instance.objects.filter(pk=instance_id).first()
+    return {"instance": instance, "readings": readings_data(instance)} if instance else None
 
 
 def one_instance(instance_id: Any) -> dict[str, Any] | None:

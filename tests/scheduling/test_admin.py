@@ -58,3 +58,18 @@ def test_the_stop_action_goes_through_the_actions(admin_client, placed):
     assert placed.desired_state == DesiredState.STOPPED
     assert set(placed.instances.values_list("state", flat=True)) == {InstanceState.STOPPED}
     assert not GpuClaim.objects.exists()
+
+
+def test_the_lists_show_kind_backend_and_slots_busy(admin_client, placed):
+    Deployment.objects.filter(pk=placed.pk).update(kind="embedding", pooling="mean")
+    instance = placed.instances.get()
+    readings = {"slots": 4, "busy": 3, "tokens_per_second": 1.0, "kv_used": 0.1}
+    Instance.objects.filter(pk=instance.pk).update(
+        state=InstanceState.RUNNING, backend="llama_server", readings=readings
+    )
+    page = admin_client.get(reverse("admin:scheduling_deployment_changelist")).content.decode()
+    assert "Embedding" in page and "llama.cpp llama-server" in page
+    page = admin_client.get(reverse("admin:scheduling_instance_changelist")).content.decode()
+    assert "3/4" in page
+    detail = reverse("admin:scheduling_instance_change", args=[instance.pk])
+    assert "tokens_per_second" in admin_client.get(detail).content.decode()

@@ -22,6 +22,7 @@ from scheduling import actions, backend, lifecycle, placing, ports, tasks
 from scheduling.choices import InstanceState
 from scheduling.models import Deployment, Instance
 from scheduling.supervisor import Supervisor
+from tests.conftest import skip_or_fail
 from tests.factories import CatalogModelFactory, GpuFactory, NodeFactory
 from tests.scheduling.conftest import tiny_model_file
 
@@ -117,6 +118,19 @@ def test_a_deployment_runs_and_answers_a_completion_through_its_port(deployment,
     assert [m["id"] for m in models["data"]] == ["tiny-chat"]
     run = instance.current_run
     assert run.ready_at is not None and Path(run.log_path).is_file()
+
+
+def test_the_agent_keeps_the_readings_of_a_running_llama_server(deployment, node):
+    instance = _start(deployment.instances.get())
+    if instance.backend != "llama_server":
+        skip_or_fail("llama-server is not built: the backend fell back to llama-cpp-python")
+    _complete(instance.port)
+    Supervisor(node).tick(node, housekeeper=False)
+    instance.refresh_from_db()
+    readings = instance.readings
+    assert (readings["slots"], readings["busy"], readings["deferred"]) == (1, 0, 0)
+    assert readings["tokens_total"] >= 1 and readings["prompt_tokens_total"] >= 1
+    assert 0 < readings["kv_used"] <= 1 and readings["tokens_per_second"] is None
 
 
 def test_a_backend_killed_with_sigkill_fails_and_is_restarted(

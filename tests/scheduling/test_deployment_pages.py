@@ -292,7 +292,12 @@ def test_the_form_lists_catalog_models_and_gpus_by_node(operator_client, fleet, 
         ({"node_labels": "zone"}, "node_labels", "is not key=value"),
         ({"node_labels": "zone=nowhere"}, "node_labels", "No node has these labels"),
         ({"served_name": "has spaces"}, "served_name", "as clients will type it"),
-        ({"parallel": "4"}, "parallel", "one request at a time"),
+        ({"parallel": "4", "backend": "llama_cpp_python"}, "parallel", "one request at a time"),
+        ({"parallel": "65"}, "parallel", "less than or equal to 64"),
+        ({"kind": "chat", "pooling": "mean"}, "pooling", "embedding and reranker"),
+        ({"kind": "reranker", "backend": "llama_cpp_python"}, "kind", "cannot rerank"),
+        ({"kind": "embedding", "pooling": "rank"}, "pooling", "reranker kind"),
+        ({"cache_ram": "-1"}, "cache_ram", "greater than or equal to 0"),
         ({"cache_type": "q4_0"}, "cache_type", "needs flash attention"),
     ],
 )
@@ -495,3 +500,130 @@ def test_a_model_list_is_sorted_by_name(operator_client, fleet):
     page = operator_client.get(reverse("scheduling:new")).content.decode()
     options = re.findall(r"<option value=\"[0-9a-f-]+\">(Alpha|Zeta)</option>", page)
     assert options == ["Alpha", "Zeta"]
+
+
+# --- backends, kinds and the backends' readings --------------------------------------------
+
+READINGS = {
+    "slots": 4, "busy": 3, "deferred": 2, "tokens_per_second": 41.26,
+    "prompt_tokens_per_second": 300.0, "kv_used": 0.374, "tokens_total": 900,
+    "prompt_tokens_total": 5000, "at": 1_700_000_000.0,
+}  # fmt: skip
+
+
+def _running(instance: Instance, **fields) -> None:
+    fields.setdefault("backend", "llama_server")
+    Instance.objects.filter(pk=instance.pk).update(state=InstanceState.RUNNING, **fields)
+
+
+def test_the_form_creates_an_embedding_deployment_with_its_pooling(
+    operator_client, fleet, model_7b, queued, django_capture_on_commit_callbacks
+):
+    data = form_data(model_7b, kind="embedding", pooling="mean", parallel="4", cache_ram="256")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(reverse("scheduling:new"), data)
+    assert response.status_code == 302
+    deployment = Deployment.objects.get()
+    assert (deployment.kind, deployment.pooling, deployment.backend) == (
+        "embedding", "mean", "llama_server",
+    )  # fmt: skip
+    assert (deployment.parallel, deployment.cache_ram) == (4, 256)
+
+
+def test_the_form_creates_a_reranker(
+    operator_client, fleet, model_7b, queued, django_capture_on_commit_callbacks
+):
+    data = form_data(model_7b, served_name="rerank", kind="reranker", pooling="rank")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert operator_client.post(reverse("scheduling:new"), data).status_code == 302
+    assert Deployment.objects.get().kind == "reranker"
+
+
+def test_the_form_creates_a_llama_cpp_python_deployment_with_chat_format(
+    operator_client, fleet, model_7b, queued, django_capture_on_commit_callbacks
+):
+    data = form_data(model_7b, backend="llama_cpp_python", extra_options="chat_format=chatml")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert operator_client.post(reverse("scheduling:new"), data).status_code == 302
+    deployment = Deployment.objects.get()
+    assert deployment.backend == "llama_cpp_python"
+    assert deployment.extra_options == {"chat_format": "chatml"}
+
+
+def test_an_option_of_the_other_backend_is_refused_naming_the_backend(
+    operator_client, fleet, model_7b, queued
+):
+    data = form_data(model_7b, backend="llama_cpp_python", extra_options="cache_reuse=256")
+    response = operator_client.post(reverse("scheduling:new"), data)
+    block = field_html(response.content.decode(), "extra_options")
+    assert "not an allowed option for llama_cpp_python" in block
+    assert not Deployment.objects.exists()
+
+
+def test_the_form_lists_the_options_of_each_backend_labelled(operator_client, fleet, model_7b):
+    page = operator_client.get(reverse("scheduling:new")).content.decode()
+    for field in ("backend", "kind", "pooling", "cache_ram"):
+        assert f'id="field-{field}"' in page
+    server = page.split('data-for-backend="llama_server"')[1].split("</small>")[0]
+    python = page.split('data-for-backend="llama_cpp_python"')[1].split("</small>")[0]
+    assert "llama-server" in server and "cache_reuse" in server and "chat_format" in server
+    assert "llama-cpp-python" in python and "mul_mat_q" in python and "chat_format" in python
+    assert "cache_reuse" not in python and "mul_mat_q" not in server
+    assert '<option value="llama_server" selected>' in page
+
+
+def test_the_list_shows_the_kind_backend_and_slots_in_use(viewer_client, create):
+    deployment = create(kind="embedding", pooling="mean", parallel=4)
+    _running(deployment.instances.get(), readings=READINGS)
+    page = viewer_client.get(reverse("scheduling:list")).content.decode()
+    row = page.split(f'id="deployment-{deployment.pk}"')[1].split("</tr>")[0]
+    assert '<span class="badge kind embedding">embedding</span>' in row
+    assert ">llama-server<" in row
+    assert ">3/4<" in row and "41.3 tok/s" in row and "+2 waiting" in row
+
+
+def test_a_chat_deployment_has_no_kind_badge_and_a_dash_without_readings(viewer_client, create):
+    deployment = create(backend="llama_cpp_python")
+    page = viewer_client.get(reverse("scheduling:list")).content.decode()
+    row = page.split(f'id="deployment-{deployment.pk}"')[1].split("</tr>")[0]
+    assert "badge kind" not in row and ">llama-cpp-python<" in row
+    assert '<td class="load">–</td>' in row
+
+
+def test_the_detail_page_shows_slots_in_use_tokens_per_second_and_kv_use(viewer_client, create):
+    deployment = create(kind="reranker", pooling="rank", parallel=4, cache_ram=512)
+    instance = deployment.instances.get()
+    _running(instance, readings=READINGS)
+    page = viewer_client.get(reverse("scheduling:detail", args=[deployment.pk])).content.decode()
+    summary = page.split('id="deployment-summary"')[1].split("</section>")[0]
+    assert "badge kind reranker" in summary and "Reranker" in summary and ">rank<" in summary
+    assert "llama.cpp llama-server" in summary and "512 MiB" in summary
+    cell = page.split(f'id="readings-{instance.pk}"')[1].split("</td>")[0]
+    assert ">3/4<" in cell and "41.3 tok/s" in cell and "KV 37%" in cell and "+2 waiting" in cell
+
+
+def test_an_instance_without_readings_shows_a_dash(viewer_client, create):
+    deployment = create(backend="llama_cpp_python")
+    instance = deployment.instances.get()
+    _running(instance, backend="llama_cpp_python")
+    page = viewer_client.get(reverse("scheduling:detail", args=[deployment.pk])).content.decode()
+    cell = page.split(f'id="readings-{instance.pk}"')[1].split("</td>")[0]
+    assert "reports no slots" in cell and "tok/s" not in cell
+
+
+def test_readings_of_an_instance_that_no_longer_runs_are_not_shown(viewer_client, create):
+    deployment = create()
+    instance = deployment.instances.get()
+    Instance.objects.filter(pk=instance.pk).update(state=InstanceState.FAILED, readings=READINGS)
+    page = viewer_client.get(reverse("scheduling:detail", args=[deployment.pk])).content.decode()
+    cell = page.split(f'id="readings-{instance.pk}"')[1].split("</td>")[0]
+    assert "3/4" not in cell
+
+
+def test_garbage_readings_show_a_dash_instead_of_failing(viewer_client, create):
+    deployment = create()
+    instance = deployment.instances.get()
+    _running(instance, readings={"slots": "many", "busy": None, "tokens_per_second": [1]})
+    page = viewer_client.get(reverse("scheduling:detail", args=[deployment.pk])).content.decode()
+    cell = page.split(f'id="readings-{instance.pk}"')[1].split("</td>")[0]
+    assert "tok/s" not in cell

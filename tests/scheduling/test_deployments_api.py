@@ -74,7 +74,16 @@ def test_a_deployment_is_created_and_placed_at_once(operator_client, created, fl
         ({"cache_type": "q8_0"}, "cache_type"),
         ({"node_labels": {"zone": "mars"}}, "node_labels"),
         ({"only_gpus": ["00000000-0000-0000-0000-000000000000"]}, "only_gpus"),
-        ({"parallel": 4}, "parallel"),
+        ({"parallel": 4, "backend": "llama_cpp_python"}, "parallel"),
+        ({"parallel": 65}, "parallel"),
+        ({"backend": "vllm"}, "backend"),
+        ({"kind": "image"}, "kind"),
+        ({"kind": "reranker", "backend": "llama_cpp_python"}, "kind"),
+        ({"kind": "chat", "pooling": "mean"}, "pooling"),
+        ({"pooling": "max"}, "pooling"),
+        ({"cache_ram": -1}, "cache_ram"),
+        ({"cache_ram": 256, "backend": "llama_cpp_python"}, "cache_ram"),
+        ({"extra_options": {"cache_reuse": "256"}, "backend": "llama_cpp_python"}, "extra_options"),
         ({"served_name": "has space"}, "served_name"),
         ({"policy": "random"}, "policy"),
     ],
@@ -274,3 +283,91 @@ def test_a_huge_unknown_key_is_not_echoed_back(operator_client, created):
     (error,) = response.json()["errors"]
     assert error["field"].startswith("kkk") and len(error["field"]) <= 100
     assert error["message"] == "Unknown field."
+
+
+# --- backends, kinds, slots -------------------------------------------------------------
+
+
+def test_the_default_backend_is_llama_server_with_chat(operator_client, created):
+    assert (created["backend"], created["kind"], created["pooling"]) == ("llama_server", "chat", "")
+    assert created["cache_ram"] == 0 and created["parallel"] == 1
+    (instance,) = created["instances"]
+    assert instance["readings"] == {} and "backend" in instance
+
+
+def test_an_embedding_deployment_is_created_with_its_pooling(operator_client, ready, queued):
+    body = {
+        "model_id": str(ready.pk), "served_name": "embed", "kind": "embedding",
+        "pooling": "mean", "parallel": 4, "cache_ram": 512,
+    }  # fmt: skip
+    status, answer = call(operator_client, "post", URL, body)
+    assert status == 201, answer
+    assert (answer["kind"], answer["pooling"], answer["backend"]) == (
+        "embedding",
+        "mean",
+        "llama_server",
+    )
+    assert (answer["parallel"], answer["cache_ram"]) == (4, 512)
+    deployment = Deployment.objects.get(served_name="embed")
+    assert (deployment.kind, deployment.pooling, deployment.parallel) == ("embedding", "mean", 4)
+
+
+def test_a_reranker_is_created_on_llama_server(operator_client, ready, queued):
+    body = {
+        "model_id": str(ready.pk),
+        "served_name": "rerank",
+        "kind": "reranker",
+        "pooling": "rank",
+    }
+    status, answer = call(operator_client, "post", URL, body)
+    assert status == 201, answer
+    assert (answer["kind"], answer["pooling"]) == ("reranker", "rank")
+
+
+def test_a_llama_cpp_python_deployment_keeps_its_options(operator_client, ready, queued):
+    body = {
+        "model_id": str(ready.pk), "served_name": "py", "backend": "llama_cpp_python",
+        "extra_options": {"chat_format": "chatml", "cache": True},
+    }  # fmt: skip
+    status, answer = call(operator_client, "post", URL, body)
+    assert status == 201, answer
+    assert answer["backend"] == "llama_cpp_python"
+    assert answer["extra_options"] == {"chat_format": "chatml", "cache": True}
+
+
+def test_kind_and_backend_can_be_changed_and_checked_together(operator_client, created):
+    url = f"{URL}/{created['id']}"
+    change = {"kind": "embedding", "pooling": "cls", "parallel": 8, "cache_ram": 1024}
+    status, body = call(operator_client, "patch", url, change)
+    assert status == 200, body
+    assert (body["kind"], body["pooling"], body["parallel"], body["cache_ram"]) == (
+        "embedding", "cls", 8, 1024,
+    )  # fmt: skip
+    status, body = call(operator_client, "patch", url, {"backend": "llama_cpp_python"})
+    assert status == 422 and "parallel" in fields(body)  # 8 slots: llama-server only
+    change = {"backend": "llama_cpp_python", "parallel": 1, "cache_ram": 0, "pooling": ""}
+    status, body = call(operator_client, "patch", url, change)
+    assert status == 200, body
+    assert (body["backend"], body["parallel"]) == ("llama_cpp_python", 1)
+    status, body = call(operator_client, "patch", url, {"kind": "reranker"})
+    assert status == 422 and "kind" in fields(body)
+    deployment = Deployment.objects.get(pk=created["id"])
+    assert (deployment.backend, deployment.kind) == ("llama_cpp_python", "embedding")
+
+
+@pytest.mark.parametrize("change", [{"kind": None}, {"backend": "vllm"}, {"cache_ram": "1"}])
+def test_kind_backend_and_cache_changes_of_the_wrong_type_are_refused(
+    operator_client, created, change
+):
+    (field,) = change
+    status, body = call(operator_client, "patch", f"{URL}/{created['id']}", change)
+    assert status == 422 and field in fields(body), body
+
+
+def test_an_instance_shows_its_backend_and_readings(operator_client, created):
+    instance_id = created["instances"][0]["id"]
+    readings = {"slots": 4, "busy": 1, "deferred": 0, "tokens_per_second": 12.5, "kv_used": 0.1}
+    Instance.objects.filter(pk=instance_id).update(backend="llama_server", readings=readings)
+    status, body = call(operator_client, "get", f"/api/v1/instances/{instance_id}")
+    assert status == 200 and body["backend"] == "llama_server"
+    assert body["readings"] == readings

@@ -176,3 +176,84 @@ def test_an_instance_of_another_deployment_elsewhere_sends_nothing(fleet, model_
         node_id="",
     )
     assert live.render_event(event, False, str(ours.pk)) == ""
+
+
+# --- the backends' readings ---------------------------------------------------------------
+
+READINGS = {"slots": 4, "busy": 2, "deferred": 0, "tokens_per_second": 33.0, "kv_used": 0.5}
+
+
+def _running_with_readings(model, **fields) -> tuple[Deployment, Instance]:
+    deployment = _create(model, **fields)
+    instance = deployment.instances.get()
+    Instance.objects.filter(pk=instance.pk).update(
+        state=InstanceState.RUNNING, backend="llama_server", port=9001, readings=READINGS
+    )
+    return deployment, instance
+
+
+def _readings_event(instance: Instance):
+    return make_event(
+        "instance.readings",
+        instance_id=str(instance.pk),
+        deployment_id=str(instance.deployment_id),
+        node_id=str(instance.node_id),
+    )
+
+
+def test_readings_send_only_the_readings_cell_to_the_deployments_page(fleet, model_7b, queued):
+    from scheduling import live
+
+    deployment, instance = _running_with_readings(model_7b)
+    html = live.render_event(_readings_event(instance), False, str(deployment.pk))
+    assert html.startswith(f'<td id="readings-{instance.pk}" class="readings" hx-swap-oob="true">')
+    assert ">2/4<" in html and "33.0 tok/s" in html and "KV 50%" in html
+    assert 'id="instance-' not in html and 'id="deployment-memory"' not in html
+
+
+def test_readings_of_another_deployment_send_nothing(fleet, model_7b, queued):
+    from scheduling import live
+
+    ours = _create(model_7b)
+    _, other = _running_with_readings(model_7b, served_name="other")
+    assert live.render_event(_readings_event(other), False, str(ours.pk)) == ""
+
+
+def test_readings_update_the_deployments_row_of_the_list(fleet, model_7b, queued):
+    from scheduling import live
+
+    deployment, instance = _running_with_readings(model_7b)
+    html = live.render_event(_readings_event(instance), False, None)
+    assert html.startswith(f'<tr id="deployment-{deployment.pk}"')
+    assert ">2/4<" in html and "33.0 tok/s" in html
+
+
+def test_the_gateway_does_not_reload_its_routes_on_readings():
+    from gateway import feed
+
+    assert "instance.readings" not in feed.ROUTE_KINDS
+    assert overview.render_event(make_event("instance.readings", instance_id="x")) == ""
+
+
+async def test_the_agents_readings_reach_the_deployments_page_live(
+    operator_user, fleet, model_7b, queued, settings, monkeypatch
+):
+    from scheduling import supervisor
+    from scheduling.readings import Sample
+
+    deployment, instance = await sync_to_async(_running_with_readings)(model_7b)
+    path = f"/ws/deployments/{deployment.pk}/"
+    communicator, _ = await _connect(operator_user, settings, path)
+    await communicator.receive_from(timeout=5)
+    await asyncio.sleep(0.2)
+
+    busy = Sample(
+        at=1.0, slots=4, busy=4, deferred=1, tokens_total=10, prompt_tokens_total=5,
+        kv_tokens=2048, kv_cells=4096,
+    )  # fmt: skip
+    monkeypatch.setattr("scheduling.readings.read", lambda port, host="", timeout=1.0: busy)
+    node = await sync_to_async(lambda: Instance.objects.get(pk=instance.pk).node)()
+    await sync_to_async(supervisor.take_readings)(node, {})
+    html = await _receive_until(communicator, f'id="readings-{instance.pk}"')
+    assert ">4/4<" in html and "+1 waiting" in html
+    await communicator.disconnect()
