@@ -201,6 +201,11 @@ GPUFLEET_DOWNLOAD_STALL_AFTER = parse_seconds("GPUFLEET_DOWNLOAD_STALL_AFTER", 3
 GPUFLEET_EVENT_POLL = parse_seconds("GPUFLEET_EVENT_POLL", 0.2)
 # Deployments: kept free beyond each estimate, ports of backends, restarts, OOM warnings.
 GPUFLEET_PLACEMENT_MARGIN = parse_bytes("GPUFLEET_PLACEMENT_MARGIN", 256 * 1024**2)
+# ... for a model whose architecture has no exact graph (its estimate is an upper bound
+# that has not been checked on a GPU): twice the margin by default.
+GPUFLEET_PLACEMENT_MARGIN_INEXACT = parse_bytes(
+    "GPUFLEET_PLACEMENT_MARGIN_INEXACT", 2 * GPUFLEET_PLACEMENT_MARGIN
+)
 GPUFLEET_BACKEND_PORTS = parse_port_range("GPUFLEET_BACKEND_PORTS", (39000, 39999))
 GPUFLEET_BACKEND_START_TIMEOUT = parse_seconds("GPUFLEET_BACKEND_START_TIMEOUT", 600.0)
 GPUFLEET_RESTART_BACKOFF = parse_seconds("GPUFLEET_RESTART_BACKOFF", 2.0)

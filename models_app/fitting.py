@@ -24,6 +24,8 @@ class NodeFit:
     """0, or how many of the node's GPUs hold it together when none does alone."""
     needed: int
     """Bytes one GPU would need for all of it (weights, KV, compute, overhead)."""
+    bound: bool = False
+    """``needed`` is an upper bound: the architecture has no exact graph."""
 
     @property
     def fits(self) -> bool:
@@ -63,5 +65,6 @@ def node_fits(model: CatalogModel, nodes: list[Node] | None = None) -> list[Node
             continue
         single = tuple(f"gpu{g.index}" for g in gpus if needed <= g.free_for_placement)
         together = not single and len(gpus) > 1 and _split_fits(shape, settings, device_order(gpus))
-        fits.append(NodeFit(node.name, single, len(gpus) if together else 0, needed))
+        split = len(gpus) if together else 0
+        fits.append(NodeFit(node.name, single, split, needed, bound=not shape.exact))
     return fits

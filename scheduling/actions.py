@@ -24,6 +24,7 @@ from scheduling.choices import DesiredState, InstanceState
 from scheduling.fleet import HAVING_STATES, Fleet, request_for
 from scheduling.models import Deployment, Instance
 from scheduling.placement import Refusal
+from scheduling.presenters import estimate_notes
 
 S = InstanceState
 ENDED = (S.STOPPED,)
@@ -382,6 +383,7 @@ def preview(
 ) -> dict[str, Any]:
     """Where one replica would go now and why, claiming nothing (for the form and API)."""
     outcome = placing.preview(deployment, only_gpus, exclude_gpus)
+    notes = estimate_notes(deployment)
     if isinstance(outcome, Refusal):
-        return {"fits": False, "reasons": list(outcome.reasons)}
-    return {"fits": True, "placement": outcome}
+        return {"fits": False, "reasons": list(outcome.reasons), "notes": notes}
+    return {"fits": True, "placement": outcome, "notes": notes}

@@ -246,6 +246,7 @@ def run_settings(deployment: Deployment) -> RunSettings:
         kv_unified=False,
         swa_full=not llama_server,
         n_outputs_max=deployment.parallel if llama_server and chat else 0,
+        embeddings=not chat,
     )
 
 
@@ -254,12 +255,15 @@ def sizer_for(deployment: Deployment) -> EstimatorSizer:
     them: one large JSON document per model, not per pending instance)."""
     rows = CatalogModel.objects.filter(pk=deployment.model_id).values_list("facts", flat=True)
     facts = ModelFacts.from_dict(rows.first() or {})
-    return EstimatorSizer(
+    sizer = EstimatorSizer(
         facts,
         run_settings(deployment),
         margin_bytes=settings.GPUFLEET_PLACEMENT_MARGIN,
         host_extra_bytes=deployment.cache_ram * MIB,
     )
+    if not sizer.shape.exact or deployment.kind != ModelKind.CHAT:  # an upper bound
+        sizer.margin_bytes = settings.GPUFLEET_PLACEMENT_MARGIN_INEXACT
+    return sizer
 
 
 def request_for(

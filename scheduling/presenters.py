@@ -6,7 +6,11 @@ import math
 from typing import Any
 
 from inventory.models import Gpu, Node
-from scheduling.choices import InstanceState
+from models_app.estimator.estimate import EMBEDDINGS_NOTE
+from models_app.estimator.shape import INEXACT_COMPUTE_FACTOR, EstimatorError, prepare
+from models_app.gguf import ModelFacts
+from models_app.models import CatalogModel
+from scheduling.choices import InstanceState, ModelKind
 from scheduling.models import Deployment, Instance
 from scheduling.placement import Placement
 
@@ -82,6 +86,20 @@ def instance_data(instance: Instance) -> dict[str, Any]:
     }
 
 
+def estimate_notes(deployment: Deployment) -> list[str]:
+    """Why the deployment's memory estimate is approximate (an upper bound for an
+    architecture without an exact graph); empty when it follows llama.cpp's rules."""
+    rows = CatalogModel.objects.filter(pk=deployment.model_id).values_list("facts", flat=True)
+    try:
+        shape = prepare(ModelFacts.from_dict(rows.first() or {}))
+    except (EstimatorError, ValueError, KeyError, TypeError):
+        return []
+    notes = list(shape.notes)
+    if deployment.kind != ModelKind.CHAT and shape.exact:
+        notes.append(EMBEDDINGS_NOTE.format(factor=INEXACT_COMPUTE_FACTOR))
+    return notes
+
+
 def deployment_data(deployment: Deployment, with_stopped: bool = False) -> dict[str, Any]:
     instances = deployment.instances.select_related("node", "deployment")
     if not with_stopped:
@@ -114,6 +132,7 @@ def deployment_data(deployment: Deployment, with_stopped: bool = False) -> dict[
         "allow_cpu_offload": deployment.allow_cpu_offload,
         "allow_multi_gpu": deployment.allow_multi_gpu,
         "extra_options": deployment.extra_options,
+        "estimate_notes": estimate_notes(deployment),
         "instances": [instance_data(i) for i in instances.order_by("created_at")],
         "created_at": deployment.created_at,
     }

@@ -33,13 +33,16 @@ class ContextParams:
     flash_attn: bool
 
 
-def context_params(settings: RunSettings, n_ctx_train: int = 0) -> ContextParams:
-    """``n_ctx`` 0 means the model's training context, as in llama.cpp."""
+def context_params(
+    settings: RunSettings, n_ctx_train: int = 0, causal: bool = True
+) -> ContextParams:
+    """``n_ctx`` 0 means the model's training context, as in llama.cpp. A non-causal
+    model's batch is not capped by the context."""
     n_seq = max(1, settings.n_seq_max)
     requested = settings.n_ctx or n_ctx_train
     if requested < 1:
         raise ValueError("n_ctx is 0 and the model does not say its training context")
-    n_batch = min(requested, settings.n_batch)  # causal attention
+    n_batch = min(requested, settings.n_batch) if causal else settings.n_batch
     n_ubatch = min(n_batch, settings.n_ubatch)
     n_ctx = pad(requested, CTX_PAD)
     if settings.kv_unified:

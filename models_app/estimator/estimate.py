@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from models_app.estimator import bound
 from models_app.estimator.compute import ComputeBuffer, compute_buffers
 from models_app.estimator.context import (
     ContextParams,
@@ -19,7 +20,7 @@ from models_app.estimator.explain import explain
 from models_app.estimator.placement import CPU, Placement, layers_on, place_layers
 from models_app.estimator.result import DeviceEstimate, Estimate, Explanation, LayerAssignment
 from models_app.estimator.settings import GpuDevice, RunSettings, SplitMode
-from models_app.estimator.shape import ModelShape, prepare
+from models_app.estimator.shape import INEXACT_COMPUTE_FACTOR, ModelShape, prepare
 from models_app.estimator.weights import (
     CPU_ALIGNMENT,
     CUDA_ALIGNMENT,
@@ -43,14 +44,30 @@ def estimate(
     settings = settings or RunSettings()
     shape = model if isinstance(model, ModelShape) else prepare(model)
     placement = place_layers(shape.n_layer, gpus, settings)
-    cparams = context_params(settings, shape.n_ctx_train)
+    cparams = context_params(settings, shape.n_ctx_train, causal=not shape.encoder)
     spec = reserve_spec(shape, settings, cparams)
+    if shape.encoder:
+        spec = bound.encoder_spec(spec)
     weights = weight_buffers(shape, settings, placement)
-    kv = kv_bytes(shape, settings, cparams, placement)
+    kv = (
+        {}
+        if shape.encoder
+        else kv_bytes(shape, bound.kv_settings(shape, settings), cparams, placement)
+    )
+    if shape.recurrent_bytes:  # an inexact hybrid or recurrent model's state (bound.py)
+        kv = _with_recurrent_state(kv, shape, settings, placement, cparams.n_seq_max)
     token_generation = token_generation_spec(spec, cparams)
     specs = [spec] if token_generation is None else [spec, token_generation]
     compute = compute_buffers(shape, settings, specs, placement)
     output = output_buffer_bytes(shape, cparams)
+    if settings.embeddings:  # one embedding per output row (llama_context::output_reserve)
+        output += shape.n_embd * cparams.n_outputs_max * 4
+    if not shape.exact or settings.embeddings:  # an upper bound (bound.py)
+        compute = {
+            device: replace(buffer, size=bound.compute_bound(buffer.size))
+            for device, buffer in compute.items()
+        }
+        output += bound.output_bound(shape, cparams.n_seq_max)
     parts = _Parts(placement, settings, weights, kv, compute, output)
     devices = tuple(_device(parts, device) for device in [*range(len(placement.gpus)), CPU])
     reasons, caveats = _reasons(shape, settings), _caveats(shape, settings, placement)
@@ -86,6 +103,19 @@ def kv_bytes(
             sum(pad(k, alignment) for k, _v in sizes),
             sum(pad(v, alignment) for _k, v in sizes),
         )
+    return totals
+
+
+def _with_recurrent_state(
+    kv: KvBytes, shape: ModelShape, settings: RunSettings, placement: Placement, n_seq: int
+) -> KvBytes:
+    """``kv`` plus every layer's recurrent state, one per sequence (a bound)."""
+    devices = placement.layers if settings.offload_kqv else (CPU,) * shape.n_layer
+    totals = dict(kv)
+    for device in set(devices):
+        k, v = totals.get(device, (0, 0))
+        state = shape.recurrent_bytes * n_seq * len(layers_on(devices, device))
+        totals[device] = (k + state, v)
     return totals
 
 
@@ -155,8 +185,16 @@ def _assignment(shape: ModelShape, placement: Placement) -> LayerAssignment:
     )
 
 
+EMBEDDINGS_NOTE = (
+    "upper bound: embeddings are on and the pooling or classifier graph is not modelled; "
+    "compute is counted ×{factor:g} and the output holds an embedding per batch row"
+)
+
+
 def _reasons(shape: ModelShape, settings: RunSettings) -> tuple[str, ...]:
     reasons = list(shape.notes)
+    if settings.embeddings and shape.exact:
+        reasons.append(EMBEDDINGS_NOTE.format(factor=INEXACT_COMPUTE_FACTOR))
     if settings.split_mode is SplitMode.ROW:
         reasons.append(
             "row split is estimated like layer split (llama.cpp spreads matrices over all GPUs)"
@@ -176,7 +214,7 @@ def _caveats(shape: ModelShape, settings: RunSettings, placement: Placement) -> 
             f"({settings.gpu_overhead_bytes // 2**20} MiB per GPU); ggml-cuda's memory pool "
             "for temporaries is not counted"
         )
-    if shape.has_swa and not settings.swa_full:
+    if shape.has_swa and not settings.swa_full and shape.exact:  # a bound counts them full
         caveats.append(
             "sliding-window layers use a smaller cache (swa_full off); the compute graph is "
             "still modelled with full-size attention for them"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from models_app.estimator import bound
 from models_app.estimator.attention import GraphSpec
 from models_app.estimator.compute import ComputeBuffer
 from models_app.estimator.context import ContextParams, kv_tensor_bytes, layer_cells
 from models_app.estimator.result import DeviceEstimate, Explanation, LayerAssignment, format_bytes
 from models_app.estimator.settings import RunSettings
-from models_app.estimator.shape import ModelShape
+from models_app.estimator.shape import INEXACT_COMPUTE_FACTOR, ModelShape
 
 _WEIGHT_BUFFERS = {
     "CPU_Mapped": "memory-mapped from the file, from its first to its last CPU tensor",
@@ -91,8 +92,12 @@ def _kv(
     cparams: ContextParams,
     layers: Sequence[int],
 ) -> Explanation:
+    if shape.encoder:
+        text = f"none: llama.cpp makes no KV cache for {shape.arch!r} (attention over the batch)"
+        return Explanation(device.device, "kv_cache", 0, text)
     if not layers:
         return Explanation(device.device, "kv_cache", 0, "no layers' cache here")
+    settings = bound.kv_settings(shape, settings)  # a bound: every layer at full size
     k, v = kv_tensor_bytes(shape, settings, cparams, layers[0])
     cells = layer_cells(shape, settings, cparams, layers[0])
     text = (
@@ -104,13 +109,20 @@ def _kv(
     return Explanation(device.device, "kv_cache", device.kv_cache, text)
 
 
-def _compute(device: DeviceEstimate, buffer: ComputeBuffer | None) -> Explanation:
+def _compute(
+    device: DeviceEstimate, buffer: ComputeBuffer | None, shape: ModelShape
+) -> Explanation:
     if buffer is None or not device.compute:
         return Explanation(device.device, "compute", 0, "no compute buffer")
     text = (
         "ggml-alloc replayed over the reserved graph (in-place reuse, tensors freed after "
         f"their last use); high-water mark set by {buffer.peak}"
     )
+    if not shape.exact:
+        text = (
+            f"upper bound: the llama-like graph's buffer x {INEXACT_COMPUTE_FACTOR} "
+            f"({shape.arch!r} has no exact graph); {text}"
+        )
     return Explanation(device.device, "compute", device.compute, text)
 
 
@@ -125,7 +137,7 @@ def _device_lines(
     lines = [
         _weights(device),
         _kv(device, shape, settings, cparams, kv_layers),
-        _compute(device, compute),
+        _compute(device, compute, shape),
     ]
     if not device.is_gpu:
         lines.append(
@@ -134,7 +146,8 @@ def _device_lines(
                 "output",
                 device.output,
                 f"logits: n_vocab {shape.n_vocab} x {cparams.n_seq_max} sequence(s) x 4 bytes "
-                "(output_reserve at context creation)",
+                "(output_reserve at context creation)"
+                + ("" if shape.exact else f"; a bound: + embeddings, n_embd {shape.n_embd} each"),
             )
         )
     else:

@@ -1,6 +1,7 @@
-"""The forward pass of llama / qwen2 / Mixtral-style MoE models as ggml graphs,
-mirroring src/models/llama.cpp, src/models/qwen2.cpp and src/llama-graph.cpp
-(``build_inp_embd``, ``build_norm``, ``build_qkv``, ``build_ffn``, ``build_moe_ffn``).
+"""The forward pass of llama / qwen2 / qwen3 / Mixtral-style and qwen3moe MoE models as
+ggml graphs, mirroring src/models/llama.cpp, qwen2.cpp, qwen3.cpp, qwen3moe.cpp and
+src/llama-graph.cpp (``build_inp_embd``, ``build_norm``, ``build_qkv``, ``build_ffn``,
+``build_moe_ffn``).
 
 Weights are external tensors (their memory is not the compute buffer's); their
 shapes matter, and their types when a backend has to copy them. ``layer_ids`` may
@@ -74,8 +75,8 @@ class _Builder:
         return cur
 
     def norm(self, cur: Tensor, name: str) -> Tensor:
-        """``build_norm`` with LLM_NORM_RMS and a weight."""
-        return ggml.mul(ggml.rms_norm(cur), self.w(name, self.shape.n_embd))
+        """``build_norm`` with LLM_NORM_RMS and a weight (as wide as ``cur``'s rows)."""
+        return ggml.mul(ggml.rms_norm(cur), self.w(name, cur.ne[0]))
 
     def qkv(self, cur: Tensor, il: int) -> tuple[Tensor, ...]:
         """``build_qkv`` (separate Q/K/V, optional biases), reshaped to heads."""
@@ -145,6 +146,9 @@ class _Builder:
         """One decoder block of src/models/llama.cpp (qwen2.cpp is the same with biases)."""
         shape, layer, plan = self.shape, self.shape.layers[il], self.plan
         q, k, v = self.qkv(self.norm(inp, f"blk.{il}.attn_norm.weight"), il)
+        if layer.qk_norm:  # qwen3: RMS norm of each head of Q and K before RoPE
+            q = self.norm(q, f"blk.{il}.attn_q_norm.weight")
+            k = self.norm(k, f"blk.{il}.attn_k_norm.weight")
         q, k = ggml.rope(q, self.pos), ggml.rope(k, self.pos)
         with ggml.on_device(plan.compute[il], plan.kv[il]):
             kv = kv_layer(self.spec, il, shape.head_dim_k, shape.head_dim_v, layer.n_head_kv)

@@ -130,9 +130,14 @@ def measure(
     workers: int = 2,
     per_process: int = 8,
     timeout: float = 300.0,
+    embeddings: bool = False,
 ) -> list[Reported]:
-    """Load each (model, settings) with llama.cpp on the CPU; what it reported, in order."""
+    """Load each (model, settings) with llama.cpp on the CPU; what it reported, in order.
+
+    ``embeddings`` creates the contexts as an embedding server does (pooled outputs)."""
     configs = [worker_config(path, settings) for path, settings in runs]
+    for config in configs:
+        config["embeddings"] = embeddings
     chunks = [configs[i : i + per_process] for i in range(0, len(configs), per_process)]
     with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
         parts = list(pool.map(lambda chunk: _run_worker(chunk, timeout), chunks))

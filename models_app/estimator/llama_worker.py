@@ -56,6 +56,7 @@ def _context_params(run: dict[str, Any]) -> Any:
     params.offload_kqv = bool(run.get("offload_kqv", True))
     params.kv_unified = bool(run.get("kv_unified", False))
     params.swa_full = bool(run.get("swa_full", True))
+    params.embeddings = bool(run.get("embeddings", False))
     params.n_threads = params.n_threads_batch = 1
     return params
 

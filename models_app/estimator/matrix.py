@@ -2,7 +2,9 @@
 checked against llama.cpp with (tests/estimator and bench/estimator share it).
 
 Models: llama with GQA, qwen2 with attention biases, a Mixtral-style MoE, a llama
-with tied embeddings and a deeper llama, each in F32, F16, Q8_0 and Q4_0. Settings: contexts
+with tied embeddings, a deeper llama, qwen3 (Q/K norms, 128-wide heads wider than
+n_embd / n_head, tied embeddings) and qwen3moe (8 experts, 2 used, experts narrower
+than its feed_forward_length), each in F32, F16, Q8_0 and Q4_0. Settings: contexts
 from 256 to 8192, K/V caches f16 and q8_0 (a q8_0 V cache needs flash attention),
 1 to 4 parallel sequences, flash attention on and off, mmap on and off, several
 batch sizes. Every model runs with every settings variant.
@@ -47,6 +49,29 @@ ARCHES: dict[str, dict[str, Any]] = {
         "n_head_kv": 1,
         "n_ff": 512,
         "n_vocab": 700,
+    },
+    # Qwen3-0.6B-like: head_dim 128 with n_embd / n_head = 64, 2 query heads per KV head
+    "qwen3": {
+        "arch": "qwen3",
+        "n_embd": 256,
+        "n_head": 4,
+        "n_head_kv": 2,
+        "key_length": 128,
+        "n_ff": 512,
+        "tied_embeddings": True,
+    },
+    # Qwen3-30B-A3B-like: head_dim 128, experts of 128 (feed_forward_length 256), 4 layers
+    # (the estimator simulates only some of them)
+    "qwen3moe": {
+        "arch": "qwen3moe",
+        "n_layer": 4,
+        "n_embd": 256,
+        "n_head": 4,
+        "n_head_kv": 1,
+        "key_length": 128,
+        "n_ff": 128,
+        "n_expert": 8,
+        "n_expert_used": 2,
     },
 }
 WEIGHT_TYPES = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}

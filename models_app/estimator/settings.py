@@ -91,6 +91,9 @@ class RunSettings:
     # sampled token per slot) and keeps n_batch for embeddings; it sizes the compute
     # buffer's prompt graph.
     n_outputs_max: int = 0
+    # Embeddings on (an embedding or reranker server): pooling and the classifier head
+    # are not modelled, so compute is a bound and the output holds an embedding per row.
+    embeddings: bool = False
     gpu_overhead_bytes: int = DEFAULT_GPU_OVERHEAD_BYTES
     host: HostProfile = field(default_factory=HostProfile)
 

@@ -10,12 +10,25 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from models_app.gguf import ModelFacts, TensorInfo
 from models_app.gguf.values import MetaValue
 
-EXACT_ARCHITECTURES = frozenset({"llama", "qwen2"})  # graphs mirrored from src/models/*.cpp
+# graphs mirrored from src/models/*.cpp
+EXACT_ARCHITECTURES = frozenset({"llama", "qwen2", "qwen3", "qwen3moe"})
+# the compute buffer of an architecture without an exact graph: its llama-like replay
+# times this (bound.py says why)
+INEXACT_COMPUTE_FACTOR = 1.5
+# llama_model::create_memory returns no memory (no KV cache) for these: non-causal
+# encoders and diffusion models, whose attention runs over the batch alone
+NO_CACHE_ARCHITECTURES = frozenset(
+    {
+        "bert", "modern-bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2",
+        "jina-bert-v3", "eurobert", "gemma-embedding", "wavtokenizer-dec", "dream", "llada",
+        "llada-moe", "rnd1",
+    }
+)  # fmt: skip
 INPUT_LAYER = -1  # llama.cpp's LLM_TENSOR_LAYER_INPUT (token embeddings): always on the CPU
 _BLOCK = re.compile(r"blk\.(\d+)\.")
 _CACHE_SIZE = 16
@@ -50,6 +63,7 @@ class LayerShape:
     out_bias: bool  # attn_output.bias
     moe: bool  # ffn_gate_inp + *_exps instead of ffn_gate/up/down
     swa: bool  # a sliding-window attention layer (own cache size when swa_full is off)
+    qk_norm: bool = False  # qwen3: attn_q_norm/attn_k_norm, an RMS norm per head before RoPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +88,8 @@ class ModelShape:
     weights: tuple[Weight, ...]
     weight_types: dict[str, str]  # tensor name -> ggml type
     uniform: bool  # all repeating layers alike (lets the compute graph be simulated in part)
+    encoder: bool = False  # no KV cache: attention over the ubatch only (NO_CACHE_ARCHITECTURES)
+    recurrent_bytes: int = 0  # a bound on one layer's recurrent state per sequence (inexact only)
     # worked out from the above: the most KV heads of a layer, whether a layer uses SWA,
     # and per layer its weights' types (name after "blk.N.", type), sorted
     n_head_kv_max: int = field(init=False)
@@ -122,12 +138,14 @@ def build_shape(facts: ModelFacts) -> ModelShape:
     notes: list[str] = []
     arch = facts.architecture
     if arch not in EXACT_ARCHITECTURES:
-        notes.append(f"architecture {arch!r} is not modelled; estimated as a llama-like decoder")
+        notes.append(inexact_note(arch, _no_cache(facts)))
     n_layer = _n_layer(facts)
     n_embd = facts.embedding_length or _dim(by_name, "token_embd.weight", 0)
     n_vocab = _n_vocab(facts, by_name)
     head_dim_k, head_dim_v = _head_dims(facts, n_embd)
     layers = tuple(_layer(facts, by_name, il, n_embd, head_dim_k, notes) for il in range(n_layer))
+    if arch not in EXACT_ARCHITECTURES:
+        layers = _attention_everywhere(layers)
     return ModelShape(
         arch=arch,
         exact=not notes,
@@ -147,6 +165,59 @@ def build_shape(facts: ModelFacts) -> ModelShape:
         weights=tuple(_weight(info, n_layer) for info in facts.tensors),
         weight_types={info.name: info.ggml_type for info in facts.tensors},
         uniform=all(layer == layers[0] for layer in layers),
+        encoder=_no_cache(facts),
+        recurrent_bytes=0 if arch in EXACT_ARCHITECTURES else _recurrent_bytes(facts),
+    )
+
+
+def _int_key(facts: ModelFacts, key: str) -> int:
+    value = facts.metadata.get(f"{facts.architecture}.{key}")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _recurrent_bytes(facts: ModelFacts) -> int:
+    """F32 conv + SSM state of one layer and sequence (``llama_hparams::n_embd_r`` and
+    ``n_embd_s``: Mamba, RWKV, LFM2's short convolutions), every applicable form summed."""
+    n_embd = facts.embedding_length or 0
+    d_conv, d_inner = _int_key(facts, "ssm.conv_kernel"), _int_key(facts, "ssm.inner_size")
+    d_state, n_group = _int_key(facts, "ssm.state_size"), _int_key(facts, "ssm.group_count")
+    wkv_head = _int_key(facts, "wkv.head_size")
+    token_shift = _int_key(facts, "token_shift_count") or 2
+    l_cache = _int_key(facts, "shortconv.l_cache")
+    values = max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state) + d_state * d_inner
+    if wkv_head:
+        values += token_shift * n_embd + n_embd * wkv_head
+    if l_cache:
+        values += n_embd * (l_cache - 1)
+    return 4 * values
+
+
+def inexact_note(arch: str, encoder: bool = False) -> str:
+    """The caveat every estimate of an architecture without an exact graph carries."""
+    kv = (
+        "it has no KV cache (llama.cpp makes none for it)"
+        if encoder
+        else "the KV cache is counted at full size for every layer"
+    )
+    return (
+        f"upper bound: {arch!r} has no exact graph; weights are exact, {kv} and the compute "
+        f"buffer is a llama-like replay times {INEXACT_COMPUTE_FACTOR} (see docs/architecture.md)"
+    )
+
+
+def _no_cache(facts: ModelFacts) -> bool:
+    causal = facts.metadata.get(f"{facts.architecture}.attention.causal")
+    return facts.architecture in NO_CACHE_ARCHITECTURES or causal is False
+
+
+def _attention_everywhere(layers: tuple[LayerShape, ...]) -> tuple[LayerShape, ...]:
+    """Layers without attention heads (recurrent layers of hybrids) counted as attention
+    layers with the most heads any layer has: a bound, not the layout."""
+    n_head = max((layer.n_head for layer in layers), default=0)
+    n_head_kv = max((layer.n_head_kv for layer in layers), default=0)
+    return tuple(
+        replace(layer, n_head=layer.n_head or n_head, n_head_kv=layer.n_head_kv or n_head_kv)
+        for layer in layers
     )
 
 
@@ -221,7 +292,10 @@ def _layer(
     prefix = f"blk.{il}."
     n_head = _per_layer(facts.head_count, il, max(n_embd // head_dim, 1))
     moe = prefix + "ffn_gate_inp.weight" in by_name
-    n_ff = _per_layer(facts.feed_forward_length, il, 0)
+    # experts: their tensors' width (qwen3moe's feed_forward_length is a dense width it
+    # never uses; its experts are expert_feed_forward_length wide)
+    n_ff = _ffn_width(by_name, prefix, moe) if moe else 0
+    n_ff = n_ff or _per_layer(facts.feed_forward_length, il, 0)
     if not n_ff:
         n_ff = _ffn_width(by_name, prefix, moe)
     if prefix + "attn_q.weight" not in by_name:
@@ -234,6 +308,7 @@ def _layer(
         out_bias=prefix + "attn_output.bias" in by_name,
         moe=moe,
         swa=_swa_layer(facts, il),
+        qk_norm=prefix + "attn_q_norm.weight" in by_name,
     )
 
 

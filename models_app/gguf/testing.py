@@ -1,4 +1,4 @@
-"""Tiny but real GGUF models for tests: llama, qwen2, qwen3, llama-style MoE (Mixtral),
+"""Tiny but real GGUF models for tests: llama, qwen2, qwen3, llama-style MoE (Mixtral), qwen3moe,
 and embedding and reranker models (qwen3 and bert with a pooling type).
 
 The files carry the metadata llama.cpp needs to load them (hyperparameters, a
@@ -44,7 +44,14 @@ QWEN3_RERANK_TEMPLATE = (
     "<|im_start|>assistant\n<think>\n\n</think>\n\n"
 )
 WORDPIECE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0 to 4
-ARCHITECTURES = ("llama", "qwen2", "qwen3", "bert")
+ARCHITECTURES = (
+    "llama",
+    "qwen2",
+    "qwen3",
+    "qwen3moe",
+    "bert",
+    "mistral3",
+)  # mistral3: llama's tensors
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
 RANK_ARCHITECTURES = ("qwen3", "bert")
 _LETTERS = "etaoinshrdlucmfwypvbgkjqxz"
@@ -74,6 +81,9 @@ class TinyModelSpec:
     ``n_head_kv`` and ``n_ff`` may be per-layer sequences (for parser and estimator
     tests: llama.cpp's llama and qwen2 loaders want one value). With ``n_expert > 0``
     the feed-forward blocks become Mixtral-style experts of size ``n_ff`` (llama).
+    ``arch="qwen3moe"`` (needs ``n_expert``) is qwen3's attention with experts of size
+    ``n_ff`` (``expert_feed_forward_length``); its ``feed_forward_length`` is
+    ``n_ff * n_expert_used``, as in Qwen3-30B-A3B (6144 = 768 * 8), which llama.cpp ignores.
     Matrices use ``weight_type``; norms, biases and bert's ``token_types`` are F32.
 
     ``arch="bert"`` is an encoder (non-causal, WordPiece vocabulary, learned positions
@@ -161,6 +171,8 @@ def _check_spec(spec: TinyModelSpec) -> None:
         raise ValueError("n_expert_used must be between 1 and n_expert")
     if spec.arch in ("qwen3", "bert") and spec.n_expert:
         raise ValueError(f"llama.cpp's {spec.arch} has no experts (qwen3moe is another arch)")
+    if spec.arch == "qwen3moe" and not (spec.n_expert and isinstance(spec.n_ff, int)):
+        raise ValueError("qwen3moe needs n_expert and n_expert_used, and one n_ff for all layers")
     if spec.arch == "bert" and spec.key_length is not None:
         raise ValueError("bert's head size is n_embd / n_head: leave key_length unset")
     _check_pooling(spec)
@@ -180,7 +192,10 @@ def _add_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
     writer.add_context_length(spec.n_ctx_train)
     writer.add_embedding_length(spec.n_embd)
     writer.add_block_count(spec.n_layer)
-    writer.add_feed_forward_length(spec.n_ff)
+    if spec.arch == "qwen3moe":  # the dense width llama.cpp's qwen3moe never uses
+        writer.add_feed_forward_length(spec.per_layer(spec.n_ff, 0) * spec.n_expert_used)
+    else:
+        writer.add_feed_forward_length(spec.n_ff)
     writer.add_head_count(spec.n_head)
     if spec.arch == "bert":
         writer.add_layer_norm_eps(spec.norm_eps)
@@ -199,12 +214,14 @@ def _add_decoder_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
     writer.add_layer_norm_rms_eps(spec.rms_eps)
     writer.add_rope_freq_base(spec.rope_freq_base)
     writer.add_rope_dimension_count(spec.head_dim)
-    if spec.arch == "qwen3" or spec.key_length is not None:
+    if spec.arch in ("qwen3", "qwen3moe") or spec.key_length is not None:
         writer.add_key_length(spec.head_dim)
         writer.add_value_length(spec.head_dim)
     if spec.n_expert:
         writer.add_expert_count(spec.n_expert)
         writer.add_expert_used_count(spec.n_expert_used)
+    if spec.arch == "qwen3moe":
+        writer.add_expert_feed_forward_length(spec.per_layer(spec.n_ff, 0))
     if spec.sliding_window is not None:
         writer.add_sliding_window(spec.sliding_window)
 
@@ -356,7 +373,7 @@ def _block_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple
         yield "attn_q.bias", (q_dim,), Q.F32
         yield "attn_k.bias", (kv_dim,), Q.F32
         yield "attn_v.bias", (kv_dim,), Q.F32
-    if spec.arch == "qwen3":
+    if spec.arch in ("qwen3", "qwen3moe"):
         yield "attn_q_norm.weight", (spec.head_dim,), Q.F32
         yield "attn_k_norm.weight", (spec.head_dim,), Q.F32
     yield "attn_output.weight", (q_dim, embd), wtype

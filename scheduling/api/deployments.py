@@ -100,7 +100,12 @@ def preview_deployment(request: HttpRequest, payload: DeploymentIn) -> dict[str,
     deployment.full_clean(exclude=["only_gpus", "exclude_gpus", "served_name"])
     outcome = actions.preview(deployment, only, exclude)
     if outcome["fits"]:
-        return {"fits": True, "placement": placement_data(outcome["placement"]), "reasons": []}
+        return {
+            "fits": True,
+            "placement": placement_data(outcome["placement"]),
+            "reasons": [],
+            "notes": outcome["notes"],
+        }
     return outcome
 
 

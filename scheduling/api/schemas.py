@@ -194,6 +194,9 @@ class DeploymentOut(Schema):
     allow_cpu_offload: bool
     allow_multi_gpu: bool
     extra_options: dict[str, OptionValue]
+    estimate_notes: list[str] = Field(
+        default_factory=list, description="why the memory estimate is approximate (upper bound)"
+    )
     instances: list[InstanceOut]
     created_at: datetime
 
@@ -213,6 +216,9 @@ class PreviewOut(Schema):
     fits: bool
     placement: PlacementOut | None = None
     reasons: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(
+        default_factory=list, description="why the memory estimate is approximate (upper bound)"
+    )
 
 
 class LogOut(Schema):

@@ -103,6 +103,7 @@ def deployment_preview(request: HttpRequest) -> HttpResponse:
             outcome = actions.preview(deployment, only, exclude)
             context["fits"] = outcome["fits"]
             context["reasons"] = outcome.get("reasons", [])
+            context["notes"] = outcome.get("notes", [])
             if outcome["fits"]:
                 context["placement"] = placement_bars(outcome["placement"])
     return render(request, "scheduling/_preview.html", context)

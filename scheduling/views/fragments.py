@@ -17,7 +17,7 @@ from inventory.presenters import gpu_row
 from scheduling import backend, evicting
 from scheduling.choices import Backend, InstanceState
 from scheduling.models import Deployment, GpuClaim, Instance, InstanceRun
-from scheduling.presenters import readings_data
+from scheduling.presenters import estimate_notes, readings_data
 
 S = InstanceState
 LOG_STATES = (S.STARTING, S.RUNNING)  # the log tail polls while an instance is in these
@@ -266,5 +266,5 @@ def detail_context(deployment: Deployment, operator: bool) -> dict[str, Any]:
     return (
         summary_context(deployment, operator)
         | memory_context(deployment.pk)
-        | {"items": instance_items(deployment)}
+        | {"items": instance_items(deployment), "estimate_notes": estimate_notes(deployment)}
     )

@@ -95,6 +95,25 @@ def _spec(n_tokens: int, n_kv: int, flash_attn: bool, n_stream: int, rot: int) -
             "n_expert": 4,
             "n_expert_used": 2,
         },
+        {
+            "n_layer": 10,
+            "arch": "qwen3",
+            "n_embd": 128,
+            "n_head": 4,
+            "n_head_kv": 2,
+            "key_length": 64,
+        },
+        {
+            "n_layer": 10,
+            "arch": "qwen3moe",
+            "n_embd": 128,
+            "n_head": 4,
+            "n_head_kv": 1,
+            "key_length": 64,
+            "n_ff": 64,
+            "n_expert": 8,
+            "n_expert_used": 2,
+        },
     ],
 )
 def test_a_few_layers_give_the_same_peak_as_all_of_them(make_facts, spec) -> None:
@@ -111,13 +130,26 @@ def test_a_few_layers_give_the_same_peak_as_all_of_them(make_facts, spec) -> Non
         assert partial == full, (n_tokens, n_kv, fa, n_stream, rot)
 
 
-def test_the_graph_has_the_node_count_llama_cpp_reports(make_facts) -> None:
-    # llama.cpp logs "graph: nodes = 78" for this 2-layer llama (no flash attention)
-    shape = prepare(make_facts(n_layer=2, n_embd=128, n_head=4, n_head_kv=2, n_ff=128))
+@pytest.mark.parametrize(
+    ("fields", "nodes"),
+    [
+        ({}, 78),
+        ({"arch": "qwen3", "key_length": 64}, 86),  # + Q/K norms: RMS_NORM and MUL each
+        (
+            {"arch": "qwen3moe", "key_length": 64, "n_ff": 64, "n_expert": 4, "n_expert_used": 2},
+            118,
+        ),
+    ],
+    ids=["llama", "qwen3", "qwen3moe"],
+)
+def test_the_graph_has_the_node_count_llama_cpp_reports(make_facts, fields, nodes) -> None:
+    # llama.cpp logs "graph: nodes = N" for these 2-layer models (no flash attention)
+    spec = {"n_layer": 2, "n_embd": 128, "n_head": 4, "n_head_kv": 2, "n_ff": 128, **fields}
+    shape = prepare(make_facts(**spec))
 
     graph = build_graph(shape, _spec(512, 512, False, 1, 0), range(2))
 
-    assert len(graph.nodes) == 78
+    assert len(graph.nodes) == nodes
 
 
 def test_only_the_first_two_and_the_last_layer_of_a_run_are_built() -> None:

@@ -105,10 +105,23 @@ def test_n_ctx_zero_means_the_training_context(make_facts) -> None:
 def test_sliding_window_layers_get_a_smaller_cache_without_swa_full(make_facts) -> None:
     facts = replace(make_facts(n_layer=2, n_embd=128, n_head=4, n_head_kv=2), sliding_window=128)
     facts = replace(facts, architecture="windowed")  # llama and qwen2 ignore the window
+    # the layout of an exact architecture with sliding-window layers (an inexact one
+    # gets a bound: see the next test)
+    shape = replace(prepare(facts), exact=True, notes=())
 
-    full = estimate(facts, RunSettings(n_ctx=4096))
-    small = estimate(facts, RunSettings(n_ctx=4096, swa_full=False, n_ubatch=256))
+    full = estimate(shape, RunSettings(n_ctx=4096))
+    small = estimate(shape, RunSettings(n_ctx=4096, swa_full=False, n_ubatch=256))
 
     per_cell = 2 * 2 * 64 * 2  # layers x (K + V) x n_embd_gqa x f16
     assert full.cpu.kv_cache == per_cell * 4096
     assert small.cpu.kv_cache == per_cell * 512  # pad(128 + n_ubatch 256, 256)
+
+
+def test_an_inexact_architecture_counts_sliding_window_layers_at_full_size(make_facts) -> None:
+    facts = replace(make_facts(n_layer=2, n_embd=128, n_head=4, n_head_kv=2), sliding_window=128)
+    facts = replace(facts, architecture="windowed")
+
+    small = estimate(facts, RunSettings(n_ctx=4096, swa_full=False, n_ubatch=256))
+
+    assert small.cpu.kv_cache == 2 * 2 * 64 * 2 * 4096
+    assert small.reasons[0].startswith("upper bound: 'windowed'")

@@ -13,6 +13,7 @@ from models_app.estimator import (
     GpuDevice,
     RunSettings,
     estimate,
+    prepare,
 )
 
 GPUS = [GpuDevice("CUDA0", 8 << 30), GpuDevice("CUDA1", 8 << 30)]
@@ -72,14 +73,18 @@ def test_flash_attention_shrinks_the_compute_buffer(make_facts) -> None:
     assert flash.cpu.compute < plain.cpu.compute / 4
 
 
-def test_an_unknown_architecture_is_estimated_llama_like_and_marked(make_facts) -> None:
-    facts = replace(make_facts(weight_type=Q.Q8_0), architecture="mystery")
+def test_an_unknown_architecture_gets_an_upper_bound_and_says_so(make_facts) -> None:
+    known = make_facts(weight_type=Q.Q8_0)
+    facts = replace(known, architecture="mystery")
 
     result = estimate(facts, RunSettings(n_ctx=512))
+    llama = estimate(known, RunSettings(n_ctx=512))
 
     assert result.approximate
-    assert "'mystery' is not modelled" in result.reasons[0]
-    assert result.cpu.compute > 0 and result.cpu.weights > 0
+    assert result.reasons[0].startswith("upper bound: 'mystery' has no exact graph")
+    assert result.cpu.weights == llama.cpu.weights
+    assert result.cpu.kv_cache == llama.cpu.kv_cache
+    assert result.cpu.compute >= 1.5 * llama.cpu.compute
 
 
 def test_fits_compares_gpu_totals_with_free_memory(make_facts) -> None:
@@ -98,3 +103,26 @@ def test_the_estimate_turns_into_json(make_facts) -> None:
     assert data["total"] == result.total
     assert data["devices"][0]["total"] == result.devices[0].total
     assert data["assignment"]["output_device"] == result.assignment.output_device
+
+
+def test_qwen3_and_qwen3moe_are_estimated_exactly(make_facts) -> None:
+    qwen3 = make_facts(arch="qwen3", n_embd=128, key_length=64)
+    moe = make_facts(arch="qwen3moe", n_embd=128, key_length=64, n_expert=8, n_expert_used=2)
+
+    for facts in (qwen3, moe):
+        result = estimate(facts, RunSettings(n_ctx=512))
+        assert not result.approximate, result.reasons
+
+
+def test_moe_experts_are_as_wide_as_their_tensors_not_the_dense_feed_forward_length(
+    make_facts,
+) -> None:
+    # Qwen3-30B-A3B: feed_forward_length 6144, experts 768 wide; llama.cpp sizes the experts'
+    # activations by the tensors (expert_feed_forward_length), the estimate must as well
+    facts = make_facts(arch="qwen3moe", n_embd=256, n_ff=64, n_expert=8, n_expert_used=2)
+    dense = replace(facts, feed_forward_length=6144)
+    settings = RunSettings(n_ctx=4096, n_ubatch=2048, n_batch=4096, flash_attn=True)
+
+    assert facts.feed_forward_length == 128  # n_ff * n_expert_used, as the converter writes
+    assert prepare(dense).layers[0].n_ff == 64
+    assert estimate(dense, settings).cpu.compute == estimate(facts, settings).cpu.compute

@@ -73,13 +73,11 @@ def _wait_healthy(port: int, server: subprocess.Popen) -> None:
 MODELS = {
     "llama-q4": dict(n_layer=4, n_embd=256, n_head=8, n_head_kv=4, n_ff=512, n_vocab=8000,
                      n_ctx_train=4096, weight_type=Q.Q4_0),
-    "qwen3-rank": dict(arch="qwen3", pooling="rank", n_cls_out=2, n_ctx_train=2048),
 }  # fmt: skip
 CASES = [
     ("llama-q4", "chat", 1, False, 1024),
     ("llama-q4", "chat", 4, False, 1024),
     ("llama-q4", "chat", 4, True, 768),
-    ("qwen3-rank", "reranker", 2, False, 1024),
 ]
 
 
@@ -100,3 +98,43 @@ def test_the_estimate_matches_llama_servers_buffers(
     assert abs(cpu.kv_cache - logged.get("kv_cache", 0)) <= MIB
     assert abs(cpu.compute - logged["compute"]) <= 0.10 * logged["compute"]
     assert abs(cpu.output - logged.get("output", 0)) <= MIB
+
+
+ENCODERS = {
+    "qwen3-rank": dict(arch="qwen3", pooling="rank", n_cls_out=2, n_ctx_train=2048),
+    "qwen3-embed": dict(arch="qwen3", pooling="last", n_ctx_train=2048),
+    "bert-embed": dict(arch="bert", pooling="mean", n_ctx_train=512),
+    "bert-rank": dict(arch="bert", pooling="rank", n_ctx_train=2048, n_embd=128, n_head=4),
+}
+ENCODER_CASES = [
+    ("qwen3-rank", "reranker", 2, False, 1024),
+    ("qwen3-embed", "embedding", 2, True, 1024),
+    ("bert-embed", "embedding", 1, False, 512),
+    ("bert-embed", "embedding", 4, True, 512),
+    ("bert-rank", "reranker", 2, False, 2048),
+]
+
+
+@pytest.mark.parametrize(("model", "kind", "parallel", "fa", "n_ctx"), ENCODER_CASES)
+def test_an_embedding_models_upper_bound_covers_llama_servers_buffers(
+    binary, tmp_path, model, kind, parallel, fa, n_ctx
+):
+    """Embeddings on (pooling, classifier heads not modelled) or an encoder (bert has no
+    exact graph, and no KV cache): the estimate is an upper bound."""
+    (path,) = write_tiny_model(tmp_path / f"{model}.gguf", **ENCODERS[model])
+    facts = load_model_facts(path)
+    deployment = Deployment(
+        model=CatalogModelFactory(facts=facts.to_dict()), n_ctx=n_ctx, parallel=parallel,
+        kind=kind, flash_attn=fa,
+    )  # fmt: skip
+    reported = parse_log(_load_log(binary, deployment, path, tmp_path))
+    cpu = estimate(prepare(facts), fleet.run_settings(deployment), ()).cpu
+    logged = {part: sum(sizes.values()) for part, sizes in reported.buffers.items()}
+    slack = MIB // 100  # the log prints MiB to two decimals
+    if facts.architecture == "bert":
+        assert logged.get("kv_cache", 0) == 0 and cpu.kv_cache == 0
+    assert cpu.kv_cache >= logged.get("kv_cache", 0) - slack
+    assert cpu.weights >= logged["weights"] - slack
+    assert cpu.compute >= logged["compute"]
+    assert cpu.output >= logged.get("output", 0) - slack
+    assert cpu.total >= sum(logged.values())

@@ -22,6 +22,16 @@ CASES: dict[str, dict[str, Any]] = {
     "moe-q4_0": {"n_expert": 4, "n_expert_used": 2, "weight_type": Q.Q4_0},
     "tied-f32": {"weight_type": Q.F32, "tied_embeddings": True},
     "q4_k-zero-blocks": {"weight_type": Q.Q4_K, "n_embd": 256, "n_ff": 512},
+    "qwen3-q8_0": {"arch": "qwen3", "n_embd": 128, "key_length": 64, "weight_type": Q.Q8_0},
+    "qwen3moe-q4_0": {
+        "arch": "qwen3moe",
+        "n_embd": 128,
+        "key_length": 64,
+        "n_ff": 64,
+        "n_expert": 8,
+        "n_expert_used": 2,
+        "weight_type": Q.Q4_0,
+    },
 }
 
 
@@ -68,3 +78,21 @@ def test_llama_cpp_agrees_with_the_parsed_facts(tmp_path: Path) -> None:
         assert model.metadata["llama.attention.head_count_kv"] == str(facts.head_count_kv)
     finally:
         model.close()
+
+
+def test_llama_cpp_reads_qwen3moe_experts_as_wide_as_expert_feed_forward_length(
+    tmp_path: Path,
+) -> None:
+    (path,) = write_tiny_model(
+        tmp_path / "moe.gguf", arch="qwen3moe", n_ff=96, n_expert=4, n_expert_used=2
+    )
+    facts = load_model_facts(path)
+    model = llama_cpp.Llama(model_path=str(path), n_ctx=256, verbose=False)
+    try:
+        assert model.metadata["qwen3moe.expert_feed_forward_length"] == "96"
+        assert model.metadata["qwen3moe.feed_forward_length"] == "192"  # 96 * 2 used
+        assert llama_cpp.llama_model_size(model.model) == facts.total_tensor_bytes
+    finally:
+        model.close()
+    up = next(info for info in facts.tensors if info.name == "blk.0.ffn_up_exps.weight")
+    assert up.shape == (64, 96, 4)
