@@ -152,8 +152,10 @@ class DeploymentForm(forms.Form):
         help_text=_help("backend"),
     )  # fmt: skip
     kind = forms.ChoiceField(
-        label="Serves", choices=ModelKind.choices, initial=ModelKind.CHAT, required=False,
-        help_text="Chat / completion, embeddings (/v1/embeddings) or reranking (/v1/rerank).",
+        label="Serves", choices=[("", "What the model is for (from its file)"), *ModelKind.choices],
+        initial="", required=False,
+        help_text="Chat / completion, embeddings (/v1/embeddings) or reranking (/v1/rerank); "
+        "by default rank pooling makes a reranker, an encoder or pooling an embedding model.",
     )  # fmt: skip
     pooling = forms.ChoiceField(
         choices=Pooling.choices, initial=Pooling.MODEL, required=False,
