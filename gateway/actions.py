@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from gateway.models import InferenceKey
 from inventory import events
-from scheduling.models import Deployment
+from scheduling.models import Deployment, served_name_validator
 
 NAME_MAX = InferenceKey._meta.get_field("name").max_length or 100
 
@@ -27,10 +27,11 @@ def _name_errors(name: str) -> list[str]:
 
 
 def _served_name_errors(served_names: list[str]) -> list[str]:
+    """Names no deployment serves; a name no deployment could have (a NUL byte, which
+    PostgreSQL refuses in any query) is never looked up."""
+    possible = [n for n in served_names if served_name_validator.regex.fullmatch(n)]
     known = set(
-        Deployment.objects.filter(served_name__in=served_names).values_list(
-            "served_name", flat=True
-        )
+        Deployment.objects.filter(served_name__in=possible).values_list("served_name", flat=True)
     )
     unknown = [name for name in served_names if name not in known]
     if unknown:

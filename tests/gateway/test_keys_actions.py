@@ -45,6 +45,15 @@ def test_an_unknown_served_name_is_refused_naming_it(deployments, sent_events):
     assert not InferenceKey.objects.exists() and not key_events(sent_events)
 
 
+def test_a_served_name_no_deployment_could_have_is_refused_without_a_query(deployments):
+    """A NUL byte: PostgreSQL refuses it in any query (the API fuzz found a 500)."""
+    with pytest.raises(ValidationError) as caught:
+        do_issue_key("chat", None, ["qwen", "\x00", "a\x00b"], None)
+    message = " ".join(caught.value.message_dict["served_names"])
+    assert "'\\x00'" in message and "qwen" not in message
+    assert not InferenceKey.objects.exists()
+
+
 def test_a_name_is_required_and_at_most_100_characters(db):
     with pytest.raises(ValidationError) as caught:
         do_issue_key("   ", None, [], None)
