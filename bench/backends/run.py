@@ -221,6 +221,7 @@ def make_spec(
         server=kind,
         parallel=args.parallel if kind == backend.LLAMA_SERVER else 1,
         executable=args.llama_server,
+        flash_attn=args.flash_attn,
     )
 
 
@@ -623,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-ctx", type=int, default=512, help="per slot")
     parser.add_argument("--parallel", type=int, default=8, help="llama-server's slots")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--flash-attn", action="store_true", help="flash attention on for both servers"
+    )
     parser.add_argument(
         "--omp-wait-policy", default="passive", help="passive, active, or unset (left out)"
     )
