@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -29,7 +30,7 @@ def _name_errors(name: str) -> list[str]:
 def _served_name_errors(served_names: list[str]) -> list[str]:
     """Names no deployment serves; a name no deployment could have (a NUL byte, which
     PostgreSQL refuses in any query) is never looked up."""
-    possible = [n for n in served_names if served_name_validator.regex.fullmatch(n)]
+    possible = [n for n in served_names if re.fullmatch(served_name_validator.regex, n)]
     known = set(
         Deployment.objects.filter(served_name__in=possible).values_list("served_name", flat=True)
     )
