@@ -16,6 +16,7 @@ from inventory.models import Gpu, Node
 from models_app import actions as model_actions
 from models_app.choices import DownloadState, SourceKind
 from models_app.estimator import CacheType, RunSettings
+from models_app.estimator.estimate import is_bound
 from models_app.estimator.settings import MIB
 from models_app.gguf import ModelFacts
 from models_app.models import CatalogModel, ModelFile
@@ -261,7 +262,7 @@ def sizer_for(deployment: Deployment) -> EstimatorSizer:
         margin_bytes=settings.GPUFLEET_PLACEMENT_MARGIN,
         host_extra_bytes=deployment.cache_ram * MIB,
     )
-    if not sizer.shape.exact or deployment.kind != ModelKind.CHAT:  # an upper bound
+    if is_bound(sizer.shape, sizer.settings):  # a larger margin for an upper bound
         sizer.margin_bytes = settings.GPUFLEET_PLACEMENT_MARGIN_INEXACT
     return sizer
 

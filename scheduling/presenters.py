@@ -6,11 +6,12 @@ import math
 from typing import Any
 
 from inventory.models import Gpu, Node
-from models_app.estimator.estimate import EMBEDDINGS_NOTE
-from models_app.estimator.shape import INEXACT_COMPUTE_FACTOR, EstimatorError, prepare
+from models_app.estimator.estimate import estimate_reasons
+from models_app.estimator.shape import EstimatorError, prepare
 from models_app.gguf import ModelFacts
 from models_app.models import CatalogModel
-from scheduling.choices import InstanceState, ModelKind
+from scheduling.choices import InstanceState
+from scheduling.fleet import run_settings
 from scheduling.models import Deployment, Instance
 from scheduling.placement import Placement
 
@@ -94,10 +95,7 @@ def estimate_notes(deployment: Deployment) -> list[str]:
         shape = prepare(ModelFacts.from_dict(rows.first() or {}))
     except (EstimatorError, ValueError, KeyError, TypeError):
         return []
-    notes = list(shape.notes)
-    if deployment.kind != ModelKind.CHAT and shape.exact:
-        notes.append(EMBEDDINGS_NOTE.format(factor=INEXACT_COMPUTE_FACTOR))
-    return notes
+    return list(estimate_reasons(shape, run_settings(deployment)))
 
 
 def deployment_data(deployment: Deployment, with_stopped: bool = False) -> dict[str, Any]:

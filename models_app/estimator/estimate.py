@@ -62,7 +62,7 @@ def estimate(
     output = output_buffer_bytes(shape, cparams)
     if settings.embeddings:  # one embedding per output row (llama_context::output_reserve)
         output += shape.n_embd * cparams.n_outputs_max * 4
-    if not shape.exact or settings.embeddings:  # an upper bound (bound.py)
+    if is_bound(shape, settings):  # an upper bound (bound.py)
         compute = {
             device: replace(buffer, size=bound.compute_bound(buffer.size))
             for device, buffer in compute.items()
@@ -70,7 +70,7 @@ def estimate(
         output += bound.output_bound(shape, cparams.n_seq_max)
     parts = _Parts(placement, settings, weights, kv, compute, output)
     devices = tuple(_device(parts, device) for device in [*range(len(placement.gpus)), CPU])
-    reasons, caveats = _reasons(shape, settings), _caveats(shape, settings, placement)
+    reasons, caveats = estimate_reasons(shape, settings), _caveats(shape, settings, placement)
     assignment = _assignment(shape, placement)
     notes = [Explanation("all", "note", None, text) for text in (*reasons, *caveats)]
     working = (*explain(shape, settings, cparams, spec, assignment, devices, compute), *notes)
@@ -191,7 +191,14 @@ EMBEDDINGS_NOTE = (
 )
 
 
-def _reasons(shape: ModelShape, settings: RunSettings) -> tuple[str, ...]:
+def is_bound(shape: ModelShape, settings: RunSettings) -> bool:
+    """The estimate is an upper bound, not llama.cpp's figure: no exact graph for the
+    architecture, or embeddings on (pooling and classifier heads are not modelled)."""
+    return not shape.exact or settings.embeddings
+
+
+def estimate_reasons(shape: ModelShape, settings: RunSettings) -> tuple[str, ...]:
+    """Why an estimate with these settings is approximate (empty: llama.cpp's figures)."""
     reasons = list(shape.notes)
     if settings.embeddings and shape.exact:
         reasons.append(EMBEDDINGS_NOTE.format(factor=INEXACT_COMPUTE_FACTOR))

@@ -15,7 +15,8 @@ from gguf import GGMLQuantizationType as Q
 
 from models_app.estimator import estimate, prepare
 from models_app.estimator.harness import MIB, parse_log
-from models_app.gguf import load_model_facts
+from models_app.estimator.result import DeviceEstimate
+from models_app.gguf import ModelFacts, load_model_facts
 from models_app.gguf.testing import write_tiny_model
 from scheduling import fleet, llama_server, ports
 from scheduling.backend import LLAMA_SERVER, LaunchSpec
@@ -70,6 +71,23 @@ def _wait_healthy(port: int, server: subprocess.Popen) -> None:
     raise AssertionError("llama-server did not become healthy")
 
 
+def _estimate_and_log(
+    binary: Path, tmp_path: Path, spec: dict, kind: str, parallel: int, fa: bool, n_ctx: int
+) -> tuple[DeviceEstimate, dict[str, int], ModelFacts]:
+    """The CPU estimate of a deployment of a generated model, and the buffers llama-server
+    logs when started for it (per component, summed over buffer types)."""
+    (path,) = write_tiny_model(tmp_path / "model.gguf", **spec)
+    facts = load_model_facts(path)
+    deployment = Deployment(
+        model=CatalogModelFactory(facts=facts.to_dict()), n_ctx=n_ctx, parallel=parallel,
+        kind=kind, flash_attn=fa,
+    )  # fmt: skip
+    reported = parse_log(_load_log(binary, deployment, path, tmp_path))
+    cpu = estimate(prepare(facts), fleet.run_settings(deployment), ()).cpu
+    logged = {part: sum(sizes.values()) for part, sizes in reported.buffers.items()}
+    return cpu, logged, facts
+
+
 MODELS = {
     "llama-q4": dict(n_layer=4, n_embd=256, n_head=8, n_head_kv=4, n_ff=512, n_vocab=8000,
                      n_ctx_train=4096, weight_type=Q.Q4_0),
@@ -85,15 +103,7 @@ CASES = [
 def test_the_estimate_matches_llama_servers_buffers(
     binary, tmp_path, model, kind, parallel, fa, n_ctx
 ):
-    (path,) = write_tiny_model(tmp_path / f"{model}.gguf", **MODELS[model])
-    facts = load_model_facts(path)
-    deployment = Deployment(
-        model=CatalogModelFactory(facts=facts.to_dict()), n_ctx=n_ctx, parallel=parallel,
-        kind=kind, flash_attn=fa,
-    )  # fmt: skip
-    reported = parse_log(_load_log(binary, deployment, path, tmp_path))
-    cpu = estimate(prepare(facts), fleet.run_settings(deployment), ()).cpu
-    logged = {part: sum(sizes.values()) for part, sizes in reported.buffers.items()}
+    cpu, logged, _ = _estimate_and_log(binary, tmp_path, MODELS[model], kind, parallel, fa, n_ctx)
     assert abs(cpu.weights - logged["weights"]) <= MIB
     assert abs(cpu.kv_cache - logged.get("kv_cache", 0)) <= MIB
     assert abs(cpu.compute - logged["compute"]) <= 0.10 * logged["compute"]
@@ -121,15 +131,9 @@ def test_an_embedding_models_upper_bound_covers_llama_servers_buffers(
 ):
     """Embeddings on (pooling, classifier heads not modelled) or an encoder (bert has no
     exact graph, and no KV cache): the estimate is an upper bound."""
-    (path,) = write_tiny_model(tmp_path / f"{model}.gguf", **ENCODERS[model])
-    facts = load_model_facts(path)
-    deployment = Deployment(
-        model=CatalogModelFactory(facts=facts.to_dict()), n_ctx=n_ctx, parallel=parallel,
-        kind=kind, flash_attn=fa,
-    )  # fmt: skip
-    reported = parse_log(_load_log(binary, deployment, path, tmp_path))
-    cpu = estimate(prepare(facts), fleet.run_settings(deployment), ()).cpu
-    logged = {part: sum(sizes.values()) for part, sizes in reported.buffers.items()}
+    cpu, logged, facts = _estimate_and_log(
+        binary, tmp_path, ENCODERS[model], kind, parallel, fa, n_ctx
+    )
     slack = MIB // 100  # the log prints MiB to two decimals
     if facts.architecture == "bert":
         assert logged.get("kv_cache", 0) == 0 and cpu.kv_cache == 0
