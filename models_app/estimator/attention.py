@@ -23,6 +23,9 @@ class GraphSpec:
     type_v: str
     k_rot: int  # size of the Hadamard rotation for a quantized K cache, 0 = none
     v_rot: int
+    # cells per stream of the sliding-window cache of an iSWA model (llama_kv_cache_iswa:
+    # its layers attend to that cache, with inputs of their own); 0 = one cache
+    n_kv_swa: int = 0
 
 
 @dataclass(slots=True)
@@ -65,6 +68,14 @@ def hadamard(cur: Tensor, rot: Tensor) -> Tensor:
     )
     res = ggml.mul_mat(rot, res)
     return ggml.reshape(res, *cur.ne)
+
+
+@dataclass(frozen=True, slots=True)
+class AttnOptions:
+    """Which ``build_attn`` overload and attention variant a layer uses."""
+
+    iswa: bool = False  # llm_graph_input_attn_kv_iswa (two caches)
+    softcap: bool = False  # hparams.attn_soft_cap (gemma2)
 
 
 @dataclass(slots=True)
@@ -132,8 +143,12 @@ def _cpy_v(kv: KvLayer, v_cur: Tensor, v_idxs: Tensor, spec: GraphSpec) -> Tenso
     return ggml.set_rows(v_view, v_cur, v_idxs)
 
 
-def _mha(graph: Graph, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, spec: GraphSpec) -> Tensor:
-    """``build_attn_mha``: softmax(K·Q)·V, or one FLASH_ATTN_EXT node."""
+def _mha(
+    graph: Graph, qkv: tuple[Tensor, Tensor, Tensor], mask: Tensor, spec: GraphSpec, softcap: bool
+) -> Tensor:
+    """``build_attn_mha``: softmax(K·Q)·V, or one FLASH_ATTN_EXT node. ``softcap``:
+    ``hparams.attn_soft_cap`` (K·Q scaled, tanh, scaled back; flash attention fuses it)."""
+    q, k, v = qkv
     ns = k.ne[3]
     q = ggml.view(
         q, (q.ne[0], q.ne[1], q.ne[2] // ns, ns), (q.nb[1], q.nb[2], q.nb[2] * (q.ne[2] // ns))
@@ -145,7 +160,10 @@ def _mha(graph: Graph, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, spec: Grap
         cur = ggml.flash_attn_ext(q, k, v, mask)
         cur = ggml.reshape(cur, cur.ne[0] * cur.ne[1], cur.ne[2] * cur.ne[3])
     else:
-        kq = ggml.soft_max(ggml.mul_mat(k, q), mask)
+        kq = ggml.mul_mat(k, q)
+        if softcap:
+            kq = ggml.scale(ggml.tanh(ggml.scale(kq)))
+        kq = ggml.soft_max(kq, mask)
         kqv = ggml.mul_mat(v, kq)
         cur = ggml.permute(kqv, 0, 2, 1, 3)
         cur = ggml.cont(cur, cur.ne[0] * cur.ne[1], cur.ne[2] * cur.ne[3])
@@ -160,6 +178,7 @@ def build_attn(
     qkv: tuple[Tensor, Tensor, Tensor],
     spec: GraphSpec,
     core_device: int | None = None,
+    options: AttnOptions = AttnOptions(),
 ) -> Tensor:
     """``llm_graph_context::build_attn`` up to (not including) the output projection.
 
@@ -172,16 +191,17 @@ def build_attn(
         k_cur = hadamard(k_cur, inputs.k_rot)
     if inputs.v_rot is not None:
         v_cur = hadamard(v_cur, inputs.v_rot)
-    for tensor in (q_cur, v_cur, k_cur):
+    # the iSWA overload expands Q, K, V; the plain one Q, V, K (kept together either way)
+    for tensor in (q_cur, k_cur, v_cur) if options.iswa else (q_cur, v_cur, k_cur):
         graph.expand(tensor)
     graph.expand(_cpy_k(kv, k_cur, inputs.k_idxs, spec))
     graph.expand(_cpy_v(kv, v_cur, inputs.v_idxs, spec))
     k, v = _get_k(kv, spec), _get_v(kv, spec)
     if core_device is None:
-        cur = _mha(graph, q_cur, k, v, inputs.kq_mask, spec)
+        cur = _mha(graph, (q_cur, k, v), inputs.kq_mask, spec, options.softcap)
     else:
         with ggml.on_device(core_device):
-            cur = _mha(graph, q_cur, k, v, inputs.kq_mask, spec)
+            cur = _mha(graph, (q_cur, k, v), inputs.kq_mask, spec, options.softcap)
     if inputs.v_rot is not None:
         cur = hadamard(cur, inputs.v_rot)
     return cur

@@ -91,12 +91,18 @@ def reserve_spec(shape: ModelShape, settings: RunSettings, cparams: ContextParam
         type_v=settings.type_v.ggml_type,
         k_rot=k_rot,
         v_rot=v_rot,
+        n_kv_swa=swa_cells(shape, settings, cparams) if shape.exact and shape.n_swa else 0,
     )
 
 
 def layer_cells(shape: ModelShape, settings: RunSettings, cparams: ContextParams, il: int) -> int:
     """Cells per stream of layer ``il``'s cache (SWA layers may have a smaller one)."""
-    if not shape.layers[il].swa or settings.swa_full:
+    return swa_cells(shape, settings, cparams) if shape.layers[il].swa else cparams.n_ctx_seq
+
+
+def swa_cells(shape: ModelShape, settings: RunSettings, cparams: ContextParams) -> int:
+    """Cells per stream of the sliding-window cache (``llama_kv_cache_iswa``'s ``size_swa``)."""
+    if settings.swa_full:
         return cparams.n_ctx_seq
     per_stream = shape.n_swa * (cparams.n_seq_max if settings.kv_unified else 1)
     return pad(min(cparams.n_ctx_seq, per_stream + cparams.n_ubatch), SWA_PAD)

@@ -221,9 +221,4 @@ def _caveats(shape: ModelShape, settings: RunSettings, placement: Placement) -> 
             f"({settings.gpu_overhead_bytes // 2**20} MiB per GPU); ggml-cuda's memory pool "
             "for temporaries is not counted"
         )
-    if shape.has_swa and not settings.swa_full and shape.exact:  # a bound counts them full
-        caveats.append(
-            "sliding-window layers use a smaller cache (swa_full off); the compute graph is "
-            "still modelled with full-size attention for them"
-        )
     return tuple(caveats)

@@ -1,5 +1,6 @@
-"""The forward pass of llama / qwen2 / qwen3 / Mixtral-style and qwen3moe MoE models as
-ggml graphs, mirroring src/models/llama.cpp, qwen2.cpp, qwen3.cpp, qwen3moe.cpp and
+"""The forward pass of llama / qwen2 / qwen3 / Mixtral-style and qwen3moe MoE models and
+gemma2 / gemma3 (post-norms, soft-capping, iSWA) as ggml graphs, mirroring
+src/models/llama.cpp, qwen2.cpp, qwen3.cpp, qwen3moe.cpp, gemma2.cpp, gemma3.cpp and
 src/llama-graph.cpp (``build_inp_embd``, ``build_norm``, ``build_qkv``, ``build_ffn``,
 ``build_moe_ffn``).
 
@@ -12,10 +13,17 @@ of them has the same peak (compute.py relies on it, tests/estimator check it).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from models_app.estimator import ggml
-from models_app.estimator.attention import GraphSpec, attn_inputs, build_attn, kv_layer
+from models_app.estimator.attention import (
+    AttnInputs,
+    AttnOptions,
+    GraphSpec,
+    attn_inputs,
+    build_attn,
+    kv_layer,
+)
 from models_app.estimator.ggml import (
     FLAG_OUTPUT,
     FLAG_WEIGHTS,
@@ -55,7 +63,14 @@ class _Builder:
             self.pos = ggml.new_input("I32", (spec.n_tokens,), "inp_pos")
             n_embd_v_gqa = shape.n_head_kv_max * shape.head_dim_v
             self.attn = attn_inputs(spec, n_embd_v_gqa)
+            # build_attn_inp_kv_iswa: the sliding-window cache's own indices, mask, rotations
+            self.spec_swa = replace(spec, n_kv=spec.n_kv_swa) if spec.n_kv_swa else None
+            self.attn_swa: AttnInputs | None = None
+            if self.spec_swa is not None:
+                self.attn_swa = attn_inputs(self.spec_swa, n_embd_v_gqa)
             self.out_ids = ggml.new_input("I32", (spec.n_outputs,), "out_ids")
+            if shape.traits.embd_scale:  # gemma: inpL = ggml_scale(inpL, sqrt(n_embd))
+                self.embd = ggml.scale(self.embd)
 
     def w(self, name: str, *ne: int) -> Tensor:
         """A weight of the model (its file type if it fits the shape, else F32)."""
@@ -81,6 +96,8 @@ class _Builder:
     def qkv(self, cur: Tensor, il: int) -> tuple[Tensor, ...]:
         """``build_qkv`` (separate Q/K/V, optional biases), reshaped to heads."""
         shape, layer = self.shape, self.shape.layers[il]
+        if layer.fused_qkv:
+            return self._fused_qkv(cur, il)
         dims = (
             ("q", shape.head_dim_k, layer.n_head),
             ("k", shape.head_dim_k, layer.n_head_kv),
@@ -95,13 +112,44 @@ class _Builder:
             out.append(ggml.reshape(proj, head_dim, n_head, cur.ne[1]))
         return tuple(out)
 
-    def ffn(self, cur: Tensor, il: int, n_ff: int) -> Tensor:
-        """``build_ffn`` with SILU and a parallel gate: down(swiglu(gate(x), up(x)))."""
+    def _fused_qkv(self, cur: Tensor, il: int) -> tuple[Tensor, ...]:
+        """``build_qkv`` with ``wqkv``: Q, K and V are 3D views of one product."""
+        shape, layer = self.shape, self.shape.layers[il]
+        dims = (
+            (shape.head_dim_k, layer.n_head),
+            (shape.head_dim_k, layer.n_head_kv),
+            (shape.head_dim_v, layer.n_head_kv),
+        )
+        width = sum(head_dim * n_head for head_dim, n_head in dims)
+        qkv = ggml.mul_mat(self.w(f"blk.{il}.attn_qkv.weight", shape.n_embd, width), cur)
+        return tuple(
+            ggml.view(
+                qkv, (head_dim, n_head, cur.ne[1]), (ggml.row_size(qkv.type, head_dim), qkv.nb[1])
+            )
+            for head_dim, n_head in dims
+        )
+
+    def ffn(self, cur: Tensor, il: int, n_ff: int, kind: str = "") -> Tensor:
+        """``build_ffn`` with SILU and a parallel gate: down(swiglu(gate(x), up(x))); phi3's
+        (``fused_up``): down(swiglu(up(x))) with gate and up in one matrix. ``kind``:
+        ``"_shexp"`` for a shared expert's weights."""
         n_embd = self.shape.n_embd
-        up = ggml.mul_mat(self.w(f"blk.{il}.ffn_up.weight", n_embd, n_ff), cur)
-        gate = ggml.mul_mat(self.w(f"blk.{il}.ffn_gate.weight", n_embd, n_ff), cur)
-        down = self.w(f"blk.{il}.ffn_down.weight", n_ff, n_embd)
+        if self.shape.traits.fused_up and not kind:
+            up = ggml.mul_mat(self.w(f"blk.{il}.ffn_up.weight", n_embd, 2 * n_ff), cur)
+            down = self.w(f"blk.{il}.ffn_down.weight", n_ff, n_embd)
+            return ggml.mul_mat(down, ggml.glu(up))
+        up = ggml.mul_mat(self.w(f"blk.{il}.ffn_up{kind}.weight", n_embd, n_ff), cur)
+        gate = ggml.mul_mat(self.w(f"blk.{il}.ffn_gate{kind}.weight", n_embd, n_ff), cur)
+        down = self.w(f"blk.{il}.ffn_down{kind}.weight", n_ff, n_embd)
         return ggml.mul_mat(down, ggml.glu_split(gate, up))
+
+    def shared_expert(self, cur: Tensor, il: int, moe_out: Tensor) -> Tensor:
+        """qwen2moe: moe_out + ffn_shexp(x) * sigmoid(gate_inp_shexp(x)) (silu(g) / g)."""
+        gate_inp = self.w(f"blk.{il}.ffn_gate_inp_shexp.weight", self.shape.n_embd, 1)
+        logits = ggml.mul_mat(gate_inp, cur)
+        gate = ggml.div(ggml.silu(logits), logits)
+        ffn = self.ffn(cur, il, self.shape.layers[il].n_ff_shexp, "_shexp")
+        return ggml.add(moe_out, ggml.mul(ffn, gate))
 
     def moe(self, cur: Tensor, il: int, layer: LayerShape) -> Tensor:
         """``build_moe_ffn`` as the llama graph calls it (softmax gating, normalised weights)."""
@@ -119,15 +167,17 @@ class _Builder:
         return self._sum_experts(experts, n_tokens)
 
     def _route(self, cur: Tensor, prefix: str) -> tuple[Tensor, Tensor]:
-        """Expert selection: top-k of the softmax gate, the chosen weights normalised."""
+        """Expert selection: top-k of the softmax gate, the chosen weights normalised
+        (``norm_w``; qwen2moe keeps them as they are)."""
         n_tokens, n_used, n_expert = cur.ne[1], self.shape.n_expert_used, self.shape.n_expert
         gate_inp = self.w(prefix + "gate_inp.weight", self.shape.n_embd, n_expert)
         probs = ggml.soft_max(ggml.mul_mat(gate_inp, cur))
         selected = ggml.argsort_top_k(probs, n_used)
         weights = ggml.get_rows(ggml.reshape(probs, 1, n_expert, n_tokens), selected)
-        weights = ggml.reshape(weights, n_used, n_tokens)
-        weights = ggml.div(weights, ggml.clamp(ggml.sum_rows(weights)))
-        weights = ggml.reshape(weights, 1, n_used, n_tokens)
+        if self.shape.traits.moe_norm_w:
+            weights = ggml.reshape(weights, n_used, n_tokens)
+            weights = ggml.div(weights, ggml.clamp(ggml.sum_rows(weights)))
+            weights = ggml.reshape(weights, 1, n_used, n_tokens)
         self.graph.expand(weights)
         return selected, weights
 
@@ -142,28 +192,60 @@ class _Builder:
             self.graph.expand(out)
         return ggml.cont(out) if len(views) == 1 else out
 
-    def layer(self, inp: Tensor, il: int) -> Tensor:
-        """One decoder block of src/models/llama.cpp (qwen2.cpp is the same with biases)."""
+    def attention(self, cur: Tensor, il: int) -> Tensor:
+        """Q/K/V, their norms and RoPE, ``build_attn`` and the output projection."""
         shape, layer, plan = self.shape, self.shape.layers[il], self.plan
-        q, k, v = self.qkv(self.norm(inp, f"blk.{il}.attn_norm.weight"), il)
-        if layer.qk_norm:  # qwen3: RMS norm of each head of Q and K before RoPE
+        q, k, v = self.qkv(cur, il)
+        if layer.qk_norm:  # qwen3, gemma3: RMS norm of each head of Q and K before RoPE
             q = self.norm(q, f"blk.{il}.attn_q_norm.weight")
             k = self.norm(k, f"blk.{il}.attn_k_norm.weight")
         q, k = ggml.rope(q, self.pos), ggml.rope(k, self.pos)
+        if shape.traits.q_scale:  # gemma, phi3: Q scaled after RoPE, kq_scale 1
+            q = ggml.scale(q)
+        spec, inputs = self.spec, self.attn
+        if self.spec_swa is not None and self.attn_swa is not None and layer.swa:
+            spec, inputs = self.spec_swa, self.attn_swa
         with ggml.on_device(plan.compute[il], plan.kv[il]):
-            kv = kv_layer(self.spec, il, shape.head_dim_k, shape.head_dim_v, layer.n_head_kv)
-        cur = build_attn(self.graph, self.attn, kv, (q, k, v), self.spec, plan.core[il])
+            kv = kv_layer(spec, il, shape.head_dim_k, shape.head_dim_v, layer.n_head_kv)
+        options = AttnOptions(self.attn_swa is not None, shape.traits.attn_softcap)
+        cur = build_attn(self.graph, inputs, kv, (q, k, v), spec, plan.core[il], options)
         cur = ggml.mul_mat(self.w(f"blk.{il}.attn_output.weight", cur.ne[0], shape.n_embd), cur)
         if layer.out_bias:
             cur = ggml.add(cur, self.w(f"blk.{il}.attn_output.bias", shape.n_embd))
+        return cur
+
+    def layer(self, inp: Tensor, il: int) -> Tensor:
+        """One decoder block of src/models/llama.cpp (qwen2.cpp is the same with biases)."""
+        if self.shape.traits.post_norms:
+            return self.gemma_layer(inp, il)
+        layer = self.shape.layers[il]
+        cur = self.attention(self.norm(inp, f"blk.{il}.attn_norm.weight"), il)
         residual = inp
-        if il == shape.n_layer - 1:
+        if il == self.shape.n_layer - 1:
             cur = ggml.get_rows(cur, self.out_ids)
             residual = ggml.get_rows(residual, self.out_ids)
         ffn_inp = ggml.add(cur, residual)
-        cur = self.norm(ffn_inp, f"blk.{il}.ffn_norm.weight")
-        cur = self.moe(cur, il, layer) if layer.moe else self.ffn(cur, il, layer.n_ff)
+        normed = self.norm(ffn_inp, f"blk.{il}.ffn_norm.weight")
+        cur = self.moe(normed, il, layer) if layer.moe else self.ffn(normed, il, layer.n_ff)
+        if layer.n_ff_shexp:
+            cur = self.shared_expert(normed, il, cur)
+        if self.shape.traits.residual_first:  # phi3
+            return ggml.add(ffn_inp, cur)
         return ggml.add(cur, ffn_inp)
+
+    def gemma_layer(self, inp: Tensor, il: int) -> Tensor:
+        """A block of src/models/gemma2.cpp / gemma3.cpp: RMS norms after attention and FFN."""
+        cur = self.attention(self.norm(inp, f"blk.{il}.attn_norm.weight"), il)
+        residual = inp
+        if il == self.shape.n_layer - 1:
+            cur = ggml.get_rows(cur, self.out_ids)
+            residual = ggml.get_rows(residual, self.out_ids)
+        cur = self.norm(cur, f"blk.{il}.post_attention_norm.weight")
+        sa_out = ggml.add(cur, residual)
+        cur = self.norm(sa_out, f"blk.{il}.ffn_norm.weight")
+        cur = self.ffn(cur, il, self.shape.layers[il].n_ff)  # GELU instead of SILU: same shapes
+        cur = self.norm(cur, f"blk.{il}.post_ffw_norm.weight")
+        return ggml.add(cur, sa_out)
 
     def output(self, cur: Tensor) -> Tensor:
         shape = self.shape
@@ -172,6 +254,8 @@ class _Builder:
         logits = ggml.mul_mat(self.w(name, shape.n_embd, shape.n_vocab), embd)
         if shape.output_bias:
             logits = ggml.add(logits, self.w("output.bias", shape.n_vocab))
+        if shape.traits.final_softcap:  # scale, tanh, scale back
+            logits = ggml.scale(ggml.tanh(ggml.scale(logits)))
         embd.flags |= FLAG_OUTPUT
         logits.flags |= FLAG_OUTPUT
         return logits

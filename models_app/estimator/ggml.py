@@ -262,6 +262,10 @@ def scale(a: Tensor) -> Tensor:
     return Tensor(a.type, a.ne, "SCALE", (a,))
 
 
+def tanh(a: Tensor) -> Tensor:
+    return Tensor(a.type, a.ne, "UNARY", (a,))
+
+
 def rope(a: Tensor, pos: Tensor, freqs: Tensor | None = None) -> Tensor:
     return Tensor(a.type, a.ne, "ROPE", _present((a, pos), freqs))
 
@@ -272,6 +276,15 @@ def soft_max(a: Tensor, mask: Tensor | None = None) -> Tensor:
 
 def glu_split(a: Tensor, b: Tensor) -> Tensor:
     return Tensor(a.type, a.ne, "GLU", (a, b))
+
+
+def glu(a: Tensor) -> Tensor:
+    """``ggml_swiglu`` and the like on one tensor: its two halves, gate and up."""
+    return Tensor(a.type, (a.ne[0] // 2, *a.ne[1:]), "GLU", (a,))
+
+
+def silu(a: Tensor) -> Tensor:
+    return Tensor(a.type, a.ne, "UNARY", (a,))
 
 
 def sum_rows(a: Tensor) -> Tensor:

@@ -77,17 +77,20 @@ def _mib(text: str) -> int:
 def parse_log(log: str, error: str | None = None) -> Reported:
     """The buffer sizes in a llama.cpp load log."""
     buffers: dict[str, dict[str, int]] = {}
+    resolution: dict[str, int] = {}
     for component, pattern in _PATTERNS.items():
         for name, size in pattern.findall(log):
-            buffers.setdefault(component, {})[name] = _mib(size)
-    # each figure is rounded to 0.01 MiB (0.0001 MiB for the compute buffer at teardown)
-    resolution = {component: len(sizes) * ROUNDING for component, sizes in buffers.items()}
+            # a name logged twice is two buffers: an iSWA model's two KV caches
+            sizes = buffers.setdefault(component, {})
+            sizes[name] = sizes.get(name, 0) + _mib(size)
+            # each figure is rounded to 0.01 MiB (0.0001 MiB for the compute buffer at teardown)
+            resolution[component] = resolution.get(component, 0) + ROUNDING
     exact = _EXACT_COMPUTE.findall(log)
     if exact:
         buffers["compute"] = {name: _mib(size) for name, size in exact}
         resolution["compute"] = len(exact) * ROUNDING_EXACT
-    split = _KV_SPLIT.search(log)
-    kv_split = (_mib(split.group(2)), _mib(split.group(4))) if split else (0, 0)
+    splits = _KV_SPLIT.findall(log)  # one line per cache
+    kv_split = (sum(_mib(s[1]) for s in splits), sum(_mib(s[3]) for s in splits))
     cparams = {key: int(value) for key, value in _CPARAM.findall(log)}
     return Reported(buffers, resolution, kv_split, cparams, error)
 

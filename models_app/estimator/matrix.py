@@ -4,10 +4,13 @@ checked against llama.cpp with (tests/estimator and bench/estimator share it).
 Models: llama with GQA, qwen2 with attention biases, a Mixtral-style MoE, a llama
 with tied embeddings, a deeper llama, qwen3 (Q/K norms, 128-wide heads wider than
 n_embd / n_head, tied embeddings) and qwen3moe (8 experts, 2 used, experts narrower
-than its feed_forward_length), each in F32, F16, Q8_0 and Q4_0. Settings: contexts
-from 256 to 8192, K/V caches f16 and q8_0 (a q8_0 V cache needs flash attention),
-1 to 4 parallel sequences, flash attention on and off, mmap on and off, several
-batch sizes. Every model runs with every settings variant.
+than its feed_forward_length), gemma2 (soft-capping, every other layer sliding-window),
+gemma3 (Q/K norms, five of six layers sliding-window), phi3 (fused QKV and gate-up,
+head_dim 96) and qwen2moe (a shared expert), each in F32, F16, Q8_0 and
+Q4_0. Settings: contexts from 256 to 8192, K/V caches f16 and q8_0 (a q8_0 V cache
+needs flash attention), 1 to 8 parallel sequences, flash attention on and off, mmap on
+and off, several batch sizes, ``swa_full`` on and off (it only changes iSWA models).
+Every model runs with every settings variant.
 """
 
 from __future__ import annotations
@@ -73,20 +76,78 @@ ARCHES: dict[str, dict[str, Any]] = {
         "n_expert": 8,
         "n_expert_used": 2,
     },
+    # Gemma-2-2B-like: head_dim 128 wider than n_embd / n_head, 2 query heads per KV head,
+    # every other layer a sliding-window layer (llama.cpp's default pattern), tied
+    # embeddings, attention and final logit soft-capping
+    "gemma2": {
+        "arch": "gemma2",
+        "n_layer": 4,
+        "n_embd": 256,
+        "n_head": 4,
+        "n_head_kv": 2,
+        "key_length": 128,
+        "n_ff": 1024,
+        "tied_embeddings": True,
+        "sliding_window": 128,
+        "attn_softcap": 50.0,
+        "final_softcap": 30.0,
+    },
+    # Gemma-3-1B-like: one KV head of 128 for 4 query heads, Q/K norms, five of six layers
+    # sliding-window (llama.cpp's default pattern), tied embeddings, no soft-capping
+    "gemma3": {
+        "arch": "gemma3",
+        "n_layer": 6,
+        "n_embd": 256,
+        "n_head": 4,
+        "n_head_kv": 1,
+        "key_length": 128,
+        "n_ff": 768,
+        "tied_embeddings": True,
+        "sliding_window": 256,
+    },
+    # Phi-3-mini-like: head_dim 96 (no K rotation for a quantized cache), every head its
+    # own K/V, fused QKV and gate-up matrices, untied output; its sliding_window key is
+    # read and switched off by llama.cpp
+    "phi3": {
+        "arch": "phi3",
+        "n_layer": 3,
+        "n_embd": 384,
+        "n_head": 4,
+        "n_head_kv": 4,
+        "n_ff": 1024,
+        "sliding_window": 2047,
+    },
+    # Qwen1.5-MoE-A2.7B-like: head_dim 128, attention biases, 16 experts of 160 (4 used)
+    # and a shared expert 2.75x n_embd wide behind a sigmoid gate
+    "qwen2moe": {
+        "arch": "qwen2moe",
+        "n_layer": 3,
+        "n_embd": 256,
+        "n_head": 2,
+        "n_head_kv": 2,
+        "n_ff": 160,
+        "n_expert": 16,
+        "n_expert_used": 4,
+        "n_ff_shexp": 704,
+    },
 }
 WEIGHT_TYPES = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
 Q8 = CacheType.Q8_0
 VARIANTS: dict[str, RunSettings] = {
     "ctx256": RunSettings(n_ctx=256),
-    "ctx8192-np4-fa-q8": RunSettings(
-        n_ctx=8192, n_seq_max=4, flash_attn=True, type_k=Q8, type_v=Q8
+    # swa_full off: sliding-window layers get a cache of their own size (iSWA models)
+    "ctx8192-np4-fa-q8-swa": RunSettings(
+        n_ctx=8192, n_seq_max=4, flash_attn=True, type_k=Q8, type_v=Q8, swa_full=False
     ),
     "ctx2048-fa-nommap": RunSettings(n_ctx=2048, flash_attn=True, use_mmap=False),
     "ctx4096-np4-k8-ub256": RunSettings(n_ctx=4096, n_seq_max=4, type_k=Q8, n_ubatch=256),
-    "ctx1000-np2-b512-ub128": RunSettings(n_ctx=1000, n_seq_max=2, n_batch=512, n_ubatch=128),
+    "ctx1000-np2-b512-ub128-swa": RunSettings(
+        n_ctx=1000, n_seq_max=2, n_batch=512, n_ubatch=128, swa_full=False
+    ),
     "ctx8192": RunSettings(n_ctx=8192),
-    "ctx3000-np3-unified-fa": RunSettings(
-        n_ctx=3000, n_seq_max=3, kv_unified=True, flash_attn=True
+    "ctx5000-swa": RunSettings(n_ctx=5000, swa_full=False),
+    "ctx3000-np3-unified-fa-swa": RunSettings(
+        n_ctx=3000, n_seq_max=3, kv_unified=True, flash_attn=True, swa_full=False
     ),
     "ctx512-ub1": RunSettings(n_ctx=512, n_ubatch=1),
     "ctx8192-np8-fa-k4v8": RunSettings(

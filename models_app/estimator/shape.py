@@ -16,7 +16,16 @@ from models_app.gguf import ModelFacts, TensorInfo
 from models_app.gguf.values import MetaValue
 
 # graphs mirrored from src/models/*.cpp
-EXACT_ARCHITECTURES = frozenset({"llama", "qwen2", "qwen3", "qwen3moe"})
+EXACT_ARCHITECTURES = frozenset(
+    {"llama", "qwen2", "qwen3", "qwen3moe", "qwen2moe", "gemma2", "gemma3", "phi3"}
+)
+# their loaders read no sliding window (the key is ignored; phi3 reads it and turns it off)
+NO_WINDOW_ARCHITECTURES = frozenset({"llama", "qwen2", "qwen3", "qwen3moe", "qwen2moe", "phi3"})
+# load_swa_pattern's default per architecture when the file has no sliding_window_pattern,
+# and the window gemma2 assumes without the key (llama_model_gemma2::load_arch_hparams)
+SWA_PATTERNS = {"gemma2": 2, "gemma3": 6}
+DEFAULT_WINDOWS = {"gemma2": 4096}
+GEMMA_ARCHITECTURES = frozenset({"gemma2", "gemma3"})
 # the compute buffer of an architecture without an exact graph: its llama-like replay
 # times this (bound.py says why)
 INEXACT_COMPUTE_FACTOR = 1.5
@@ -64,6 +73,22 @@ class LayerShape:
     moe: bool  # ffn_gate_inp + *_exps instead of ffn_gate/up/down
     swa: bool  # a sliding-window attention layer (own cache size when swa_full is off)
     qk_norm: bool = False  # qwen3: attn_q_norm/attn_k_norm, an RMS norm per head before RoPE
+    fused_qkv: bool = False  # phi3: one attn_qkv matrix, Q, K and V views of its product
+    n_ff_shexp: int = 0  # qwen2moe: the shared expert's width (0: none)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphTraits:
+    """How an architecture's graph differs from llama's (src/models/<arch>.cpp)."""
+
+    embd_scale: bool = False  # gemma: the embeddings scaled by sqrt(n_embd)
+    post_norms: bool = False  # gemma: post_attention_norm and post_ffw_norm around the blocks
+    q_scale: bool = False  # gemma: Q scaled after RoPE (build_attn with kq_scale 1)
+    attn_softcap: bool = False  # gemma2: tanh soft-capping of K·Q (hparams.attn_soft_cap)
+    final_softcap: bool = False  # gemma2, gemma3 with the key: tanh soft-capping of the logits
+    fused_up: bool = False  # phi3: ffn_up is gate and up in one (2 x n_ff wide), then SWIGLU
+    residual_first: bool = False  # phi3: the block's last add is add(residual, ffn out)
+    moe_norm_w: bool = True  # build_moe_ffn's norm_w (qwen2moe: the top-k weights as they are)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +115,7 @@ class ModelShape:
     uniform: bool  # all repeating layers alike (lets the compute graph be simulated in part)
     encoder: bool = False  # no KV cache: attention over the ubatch only (NO_CACHE_ARCHITECTURES)
     recurrent_bytes: int = 0  # a bound on one layer's recurrent state per sequence (inexact only)
+    traits: GraphTraits = GraphTraits()
     # worked out from the above: the most KV heads of a layer, whether a layer uses SWA,
     # and per layer its weights' types (name after "blk.N.", type), sorted
     n_head_kv_max: int = field(init=False)
@@ -167,6 +193,25 @@ def build_shape(facts: ModelFacts) -> ModelShape:
         uniform=all(layer == layers[0] for layer in layers),
         encoder=_no_cache(facts),
         recurrent_bytes=0 if arch in EXACT_ARCHITECTURES else _recurrent_bytes(facts),
+        traits=_traits(facts),
+    )
+
+
+def _traits(facts: ModelFacts) -> GraphTraits:
+    arch = facts.architecture
+    if arch == "phi3":
+        return GraphTraits(q_scale=True, fused_up=True, residual_first=True)
+    if arch == "qwen2moe":
+        return GraphTraits(moe_norm_w=False)
+    if arch not in GEMMA_ARCHITECTURES:
+        return GraphTraits()
+    final_cap = facts.metadata.get(f"{arch}.final_logit_softcapping")
+    return GraphTraits(
+        embd_scale=True,
+        post_norms=True,
+        q_scale=True,
+        attn_softcap=arch == "gemma2",  # gemma2 caps always (its default cap is 30)
+        final_softcap=arch == "gemma2" or bool(final_cap),
     )
 
 
@@ -263,9 +308,9 @@ def _head_dims(facts: ModelFacts, n_embd: int) -> tuple[int, int]:
 
 
 def _n_swa(facts: ModelFacts) -> int:
-    if facts.architecture in EXACT_ARCHITECTURES:  # their loaders ignore the key
+    if facts.architecture in NO_WINDOW_ARCHITECTURES:  # their loaders ignore the key
         return 0
-    return facts.sliding_window or 0
+    return facts.sliding_window or DEFAULT_WINDOWS.get(facts.architecture, 0)
 
 
 def _swa_layer(facts: ModelFacts, il: int) -> bool:
@@ -278,7 +323,8 @@ def _swa_layer(facts: ModelFacts, il: int) -> bool:
         return (il + 1) % pattern != 0
     if isinstance(pattern, list) and il < len(pattern):
         return bool(pattern[il])
-    return True
+    default = SWA_PATTERNS.get(facts.architecture, 0)
+    return not default or (il + 1) % default != 0
 
 
 def _layer(
@@ -298,7 +344,8 @@ def _layer(
     n_ff = n_ff or _per_layer(facts.feed_forward_length, il, 0)
     if not n_ff:
         n_ff = _ffn_width(by_name, prefix, moe)
-    if prefix + "attn_q.weight" not in by_name:
+    fused_qkv = prefix + "attn_qkv.weight" in by_name and facts.architecture == "phi3"
+    if prefix + "attn_q.weight" not in by_name and not fused_qkv:
         notes.append("the attention tensors are not attn_q/attn_k/attn_v; shapes are inferred")
     return LayerShape(
         n_head=n_head,
@@ -309,7 +356,18 @@ def _layer(
         moe=moe,
         swa=_swa_layer(facts, il),
         qk_norm=prefix + "attn_q_norm.weight" in by_name,
+        fused_qkv=fused_qkv,
+        n_ff_shexp=_shared_expert_width(facts, by_name, prefix),
     )
+
+
+def _shared_expert_width(facts: ModelFacts, by_name: dict[str, TensorInfo], prefix: str) -> int:
+    """qwen2moe's shared expert (behind ffn_gate_inp_shexp); other architectures' shared
+    experts are built otherwise and are not modelled."""
+    info = by_name.get(prefix + "ffn_up_shexp.weight")
+    if facts.architecture != "qwen2moe" or info is None or len(info.shape) < 2:
+        return 0
+    return info.shape[1]
 
 
 def _ffn_width(by_name: dict[str, TensorInfo], prefix: str, moe: bool) -> int:

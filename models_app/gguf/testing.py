@@ -1,5 +1,7 @@
 """Tiny but real GGUF models for tests: llama, qwen2, qwen3, llama-style MoE (Mixtral), qwen3moe,
-and embedding and reranker models (qwen3 and bert with a pooling type).
+gemma2 and gemma3 (post-norms, soft-capping, sliding-window layers), phi3 (fused QKV and
+gate-up), qwen2moe (shared expert), and embedding and
+reranker models (qwen3 and bert with a pooling type).
 
 The files carry the metadata llama.cpp needs to load them (hyperparameters, a
 byte-level BPE vocabulary or, for bert, a WordPiece one, special tokens), so they can
@@ -51,7 +53,12 @@ ARCHITECTURES = (
     "qwen3moe",
     "bert",
     "mistral3",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "qwen2moe",
 )  # mistral3: llama's tensors
+GEMMA = ("gemma2", "gemma3")
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
 RANK_ARCHITECTURES = ("qwen3", "bert")
 _LETTERS = "etaoinshrdlucmfwypvbgkjqxz"
@@ -86,6 +93,15 @@ class TinyModelSpec:
     ``n_ff * n_expert_used``, as in Qwen3-30B-A3B (6144 = 768 * 8), which llama.cpp ignores.
     Matrices use ``weight_type``; norms, biases and bert's ``token_types`` are F32.
 
+    ``arch="gemma2"`` / ``"gemma3"``: gemma's blocks (post-attention and post-FFN norms,
+    gemma3's Q/K norms), tied embeddings for gemma2 (its loader reads no ``output.weight``);
+    ``sliding_window`` makes the layers of llama.cpp's default pattern (gemma2 every
+    other layer, gemma3 five of six) sliding-window layers with their own cache.
+
+    ``arch="phi3"``: a fused ``attn_qkv`` and a fused gate-and-up ``ffn_up`` (2 x ``n_ff``);
+    ``arch="qwen2moe"``: qwen2's attention (biases) with experts of ``n_ff`` and a shared
+    expert of ``n_ff_shexp`` behind a sigmoid gate.
+
     ``arch="bert"`` is an encoder (non-causal, WordPiece vocabulary, learned positions
     for ``n_ctx_train`` tokens, every head its own K/V: ``n_head_kv`` is ignored).
     ``pooling`` writes ``{arch}.pooling_type``; ``"rank"`` (qwen3 and bert only) adds
@@ -118,6 +134,9 @@ class TinyModelSpec:
     n_token_types: int = 2  # tokenizer.ggml.token_type_count (bert)
     pooling: str | None = None  # pooling_type: none, mean, cls, last or rank
     n_cls_out: int = 1  # classifier.output_labels (only with pooling "rank")
+    attn_softcap: float | None = None  # attn_logit_softcapping (gemma2)
+    final_softcap: float | None = None  # final_logit_softcapping (gemma2, gemma3)
+    n_ff_shexp: int = 0  # expert_shared_feed_forward_length (qwen2moe's shared expert)
 
     @property
     def head_dim(self) -> int:
@@ -173,6 +192,14 @@ def _check_spec(spec: TinyModelSpec) -> None:
         raise ValueError(f"llama.cpp's {spec.arch} has no experts (qwen3moe is another arch)")
     if spec.arch == "qwen3moe" and not (spec.n_expert and isinstance(spec.n_ff, int)):
         raise ValueError("qwen3moe needs n_expert and n_expert_used, and one n_ff for all layers")
+    if spec.arch == "gemma2" and not spec.tied_embeddings:
+        raise ValueError("llama.cpp's gemma2 reads no output.weight: set tied_embeddings")
+    if spec.arch in GEMMA and spec.n_expert:
+        raise ValueError(f"llama.cpp's {spec.arch} has no experts")
+    if spec.arch == "qwen2moe" and not (spec.n_expert and spec.n_ff_shexp):
+        raise ValueError("qwen2moe needs n_expert, n_expert_used and n_ff_shexp")
+    if spec.arch in ("phi3", "qwen2moe") and spec.key_length is not None:
+        raise ValueError(f"llama.cpp's {spec.arch} wants n_embd / n_head heads")
     if spec.arch == "bert" and spec.key_length is not None:
         raise ValueError("bert's head size is n_embd / n_head: leave key_length unset")
     _check_pooling(spec)
@@ -192,7 +219,7 @@ def _add_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
     writer.add_context_length(spec.n_ctx_train)
     writer.add_embedding_length(spec.n_embd)
     writer.add_block_count(spec.n_layer)
-    if spec.arch == "qwen3moe":  # the dense width llama.cpp's qwen3moe never uses
+    if spec.arch in ("qwen3moe", "qwen2moe"):  # a dense width llama.cpp never uses for them
         writer.add_feed_forward_length(spec.per_layer(spec.n_ff, 0) * spec.n_expert_used)
     else:
         writer.add_feed_forward_length(spec.n_ff)
@@ -214,16 +241,22 @@ def _add_decoder_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
     writer.add_layer_norm_rms_eps(spec.rms_eps)
     writer.add_rope_freq_base(spec.rope_freq_base)
     writer.add_rope_dimension_count(spec.head_dim)
-    if spec.arch in ("qwen3", "qwen3moe") or spec.key_length is not None:
+    if spec.arch in ("qwen3", "qwen3moe", *GEMMA) or spec.key_length is not None:
         writer.add_key_length(spec.head_dim)
         writer.add_value_length(spec.head_dim)
     if spec.n_expert:
         writer.add_expert_count(spec.n_expert)
         writer.add_expert_used_count(spec.n_expert_used)
-    if spec.arch == "qwen3moe":
+    if spec.arch in ("qwen3moe", "qwen2moe"):
         writer.add_expert_feed_forward_length(spec.per_layer(spec.n_ff, 0))
+    if spec.n_ff_shexp:
+        writer.add_expert_shared_feed_forward_length(spec.n_ff_shexp)
     if spec.sliding_window is not None:
         writer.add_sliding_window(spec.sliding_window)
+    if spec.attn_softcap is not None:
+        writer.add_attn_logit_softcapping(spec.attn_softcap)
+    if spec.final_softcap is not None:
+        writer.add_final_logit_softcapping(spec.final_softcap)
 
 
 def _add_pooling(writer: GGUFWriter, spec: TinyModelSpec) -> None:
@@ -366,19 +399,26 @@ def _block_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple
     q_dim = spec.n_head * spec.head_dim
     kv_dim = spec.per_layer(spec.n_head_kv, layer) * spec.head_dim
     yield "attn_norm.weight", (embd,), Q.F32
-    yield "attn_q.weight", (embd, q_dim), wtype
-    yield "attn_k.weight", (embd, kv_dim), wtype
-    yield "attn_v.weight", (embd, kv_dim), wtype
-    if spec.arch == "qwen2":
+    if spec.arch == "phi3":  # one fused matrix, as Phi-3's converter writes it
+        yield "attn_qkv.weight", (embd, q_dim + 2 * kv_dim), wtype
+    else:
+        yield "attn_q.weight", (embd, q_dim), wtype
+        yield "attn_k.weight", (embd, kv_dim), wtype
+        yield "attn_v.weight", (embd, kv_dim), wtype
+    if spec.arch in ("qwen2", "qwen2moe"):
         yield "attn_q.bias", (q_dim,), Q.F32
         yield "attn_k.bias", (kv_dim,), Q.F32
         yield "attn_v.bias", (kv_dim,), Q.F32
-    if spec.arch in ("qwen3", "qwen3moe"):
+    if spec.arch in ("qwen3", "qwen3moe", "gemma3"):
         yield "attn_q_norm.weight", (spec.head_dim,), Q.F32
         yield "attn_k_norm.weight", (spec.head_dim,), Q.F32
     yield "attn_output.weight", (q_dim, embd), wtype
+    if spec.arch in GEMMA:
+        yield "post_attention_norm.weight", (embd,), Q.F32
     yield "ffn_norm.weight", (embd,), Q.F32
     yield from _ffn_tensors(spec, layer)
+    if spec.arch in GEMMA:
+        yield "post_ffw_norm.weight", (embd,), Q.F32
 
 
 def _ffn_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple[int, ...], Q]]:
@@ -389,6 +429,15 @@ def _ffn_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple[i
         yield "ffn_gate_exps.weight", (embd, n_ff, n_exp), wtype
         yield "ffn_down_exps.weight", (n_ff, embd, n_exp), wtype
         yield "ffn_up_exps.weight", (embd, n_ff, n_exp), wtype
+        if spec.n_ff_shexp:
+            yield "ffn_gate_inp_shexp.weight", (embd,), Q.F32
+            yield "ffn_gate_shexp.weight", (embd, spec.n_ff_shexp), wtype
+            yield "ffn_down_shexp.weight", (spec.n_ff_shexp, embd), wtype
+            yield "ffn_up_shexp.weight", (embd, spec.n_ff_shexp), wtype
+        return
+    if spec.arch == "phi3":  # gate and up in one matrix
+        yield "ffn_down.weight", (n_ff, embd), wtype
+        yield "ffn_up.weight", (embd, 2 * n_ff), wtype
         return
     yield "ffn_gate.weight", (embd, n_ff), wtype
     yield "ffn_down.weight", (n_ff, embd), wtype

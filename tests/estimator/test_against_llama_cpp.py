@@ -17,7 +17,7 @@ from gguf import GGMLQuantizationType as Q
 
 from models_app.estimator import estimate
 from models_app.estimator.harness import Reported, compare, format_table, measure
-from models_app.estimator.matrix import Case, cases, write_models
+from models_app.estimator.matrix import ARCHES, VARIANTS, Case, cases, write_models
 from models_app.gguf import load_model_facts
 from models_app.gguf.testing import write_tiny_model
 
@@ -65,6 +65,22 @@ def test_the_compute_buffer_is_exact_to_the_logged_precision(
         if abs(row.error) > row.resolution:
             off.append(f"{case.name}: {row.error:+,} bytes")
     assert not off, "\n".join(off)
+
+
+def test_gemma3_without_sliding_window_and_with_a_capped_untied_output(tmp_path: Path) -> None:
+    """gemma3's other graph (one cache, ``build_attn_inp_kv``) and its optional final
+    soft-capping, next to the matrix's iSWA gemma3."""
+    spec = {**ARCHES["gemma3"], "sliding_window": None, "tied_embeddings": False}
+    (path,) = write_tiny_model(tmp_path / "g3.gguf", weight_type=Q.Q8_0, final_softcap=30.0, **spec)
+    variants = ["ctx256", "ctx8192-np4-fa-q8-swa", "ctx1000-np2-b512-ub128-swa"]
+    results = measure([(path, VARIANTS[name]) for name in variants])
+
+    for name, result in zip(variants, results, strict=True):
+        assert result.error is None, result.error
+        rows = compare(estimate(load_model_facts(path), VARIANTS[name]), result)
+        compute = next(row for row in rows if row.component == "compute")
+        assert all(row.within for row in rows), format_table(rows, name)
+        assert abs(compute.error) <= compute.resolution, format_table(rows, name)
 
 
 def test_llama_cpp_loads_a_q8_0_model_and_generates(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from gguf import GGMLQuantizationType as Q
 
+from models_app.estimator.matrix import ARCHES
 from models_app.gguf import load_model_facts
 from models_app.gguf.testing import CHATML_TEMPLATE, write_tiny_model
 
@@ -32,6 +33,11 @@ CASES: dict[str, dict[str, Any]] = {
         "n_expert_used": 2,
         "weight_type": Q.Q4_0,
     },
+    # the estimator matrix's models of these architectures (their shapes in matrix.py)
+    "gemma2-q8_0": {**ARCHES["gemma2"], "weight_type": Q.Q8_0},
+    "gemma3-q4_0": {**ARCHES["gemma3"], "weight_type": Q.Q4_0},
+    "phi3-f16": {**ARCHES["phi3"], "weight_type": Q.F16},
+    "qwen2moe-q8_0": {**ARCHES["qwen2moe"], "weight_type": Q.Q8_0},
 }
 
 
