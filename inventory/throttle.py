@@ -2,9 +2,10 @@
 ``GPUFLEET_TOKEN_FAILURE_WINDOW`` seconds, every bearer request from that address gets
 429 with ``Retry-After`` until the window ends.
 
-django-axes covers logins with a password, not bearer tokens. The counter lives in
-Django's cache, which is Redis or the database (see settings), so every web process of a
-cluster shares it.
+django-axes covers logins with a password, not bearer tokens. Both take the client's
+address from ``inventory.proxies`` (``X-Forwarded-For`` only from trusted proxies). The
+counter lives in Django's cache, which is Redis or the database (see settings), so every
+web process of a cluster shares it.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 
+from inventory.proxies import client_ip
+
 log = logging.getLogger(__name__)
 
 THROTTLED_PATHS = ("/api/", "/metrics")
 
 
 def client_address(request: HttpRequest) -> str:
-    return str(request.META.get("REMOTE_ADDR", ""))
+    """The client's address (behind trusted proxies too, see ``inventory.proxies``)."""
+    return client_ip(request) or "unknown"
 
 
 def _key(address: str) -> str:

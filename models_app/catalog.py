@@ -33,6 +33,7 @@ from models_app.transfer import (
     NotFound,
     TransferError,
     Unauthorized,
+    Unreachable,
     list_gguf_models,
     resolve_hf_file,
     resolve_url,
@@ -58,6 +59,8 @@ def _transfer_error(error: TransferError, field: str) -> CatalogError:
         return CatalogError(str(error), field, 404)
     if isinstance(error, Unauthorized):
         return CatalogError(str(error), field, 403)
+    if isinstance(error, Unreachable):  # says which hub and why; nothing was added
+        return CatalogError(f"{error}. Try again later.", field, 502)
     return CatalogError(f"The source could not be reached: {error}", field, 502)
 
 

@@ -55,7 +55,7 @@ def load_model_facts(
     partial: bool = False,
     http_headers: Mapping[str, str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
     size: int | None = None,
 ) -> ModelFacts:
     """Facts for the model at ``location``: a path or URL of the file or of any shard.

@@ -24,7 +24,11 @@ if TYPE_CHECKING:
     from models_app.transfer.retry import RetryPolicy
 
 REMOTE_INITIAL_CHUNK = 256 * 1024
-DEFAULT_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 3.0
+"""Seconds to open a connection (TCP, then TLS) for any server-side fetch: a server that
+takes longer is down or unreachable, and someone may be waiting on the request. A
+working server, however slow to answer, connects well within this."""
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=CONNECT_TIMEOUT)
 log = logging.getLogger(__name__)
 _TRANSIENT = (408, 425, 429)
 
@@ -61,7 +65,7 @@ class HttpRangeSource(SourceBase):
         headers: Mapping[str, str] | None = None,
         client: httpx.Client | None = None,
         initial_chunk: int = REMOTE_INITIAL_CHUNK,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         size: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:

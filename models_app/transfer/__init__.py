@@ -36,6 +36,7 @@ from models_app.transfer.errors import (
     TransferError,
     TransientError,
     Unauthorized,
+    Unreachable,
     UnsafePath,
     VerificationFailed,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "TransferError",
     "TransientError",
     "Unauthorized",
+    "Unreachable",
     "UnsafePath",
     "VerificationFailed",
     "check_free_space",

@@ -57,6 +57,12 @@ class TransientError(TransferError):
         self.retry_after = retry_after
 
 
+class Unreachable(TransientError):
+    """No connection to the hub: refused, host name not found, or no connection (or no
+    answer) in time. The download engine retries it like any transient failure; a request
+    someone waits on (adding a model, listing a repo) reports it at once."""
+
+
 class RangeNotSatisfiable(TransferError):
     """HTTP 416 while the partial file is not the server's size: resuming cannot work."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ import httpcore
 import httpx
 
 from models_app.fetch_guard import FetchRefused, GuardedBackend
+from models_app.gguf.remote import CONNECT_TIMEOUT
 from models_app.transfer.errors import (
     AddressRefused,
     NotFound,
@@ -42,7 +44,7 @@ READ_SIZE = 1024 * 1024
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=CONNECT_TIMEOUT)
 USER_AGENT = f"gpufleet-downloader (httpx/{httpx.__version__})"
 
 
@@ -57,6 +59,40 @@ def transport_errors() -> tuple[type[Exception], ...]:
     except ImportError:  # huggingface_hub 1.x: httpx only
         pass
     return tuple(errors)
+
+
+def _of_both_stacks(name: str) -> tuple[type[Exception], ...]:
+    """The exception class ``name`` of httpx and, when installed, of httpx2."""
+    classes: list[type[Exception]] = [getattr(httpx, name)]
+    try:
+        import httpx2
+
+        classes.append(getattr(httpx2, name))
+    except ImportError:
+        pass
+    return tuple(classes)
+
+
+_NAME_NOT_FOUND = re.compile(
+    r"name or service not known|nodename nor servname|name resolution|no address associated"
+    r"|getaddrinfo failed",
+    re.IGNORECASE,
+)
+
+
+def unreachable_reason(error: Exception) -> str:
+    """Why no answer came, in a few words, for a server the operator configured (the
+    hub). URLs that people give get ``network_error``'s vaguer message instead."""
+    if isinstance(error, _of_both_stacks("ConnectTimeout")):
+        return f"no connection within {CONNECT_TIMEOUT:g} s"
+    if isinstance(error, _of_both_stacks("TimeoutException")):
+        return "it accepted the connection but did not answer in time"
+    text = str(error)
+    if "refused" in text.lower():
+        return "connection refused"
+    if _NAME_NOT_FOUND.search(text):
+        return "its host name could not be resolved"
+    return text or type(error).__name__
 
 
 def open_client(timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.Client:

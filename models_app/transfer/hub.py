@@ -5,16 +5,24 @@ with the token and which not, where the LFS size and sha256 are) and its errors
 (``X-Error-Code``); this module maps both onto the engine's plain data and errors.
 The token is passed explicitly (``False`` when there is none), so a token saved on
 the machine is never sent by surprise.
+
+Someone usually waits on these requests (adding a model, listing a repo), so a hub that
+is down fails fast: ``CONNECT_TIMEOUT`` to connect, and no retry of a connection that
+failed (huggingface_hub's own listing retries those for about 24 s). A hub that answers,
+however slowly, gets ``HUB_READ_TIMEOUT`` per answer, and a 5xx or 429 answer is retried
+a few times with backoff (``HUB_RETRY``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urljoin
+from typing import cast
+from urllib.parse import quote, urljoin, urlsplit
 
-from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+import httpx2
+from huggingface_hub import get_hf_file_metadata, get_session, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -24,7 +32,9 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
+from models_app.gguf.remote import CONNECT_TIMEOUT
 from models_app.gguf.split import shard_locations
 from models_app.transfer.errors import (
     FileNotFound,
@@ -35,8 +45,10 @@ from models_app.transfer.errors import (
     TransferError,
     TransientError,
     Unauthorized,
+    Unreachable,
 )
-from models_app.transfer.http import retry_after, transport_errors
+from models_app.transfer.http import retry_after, transport_errors, unreachable_reason
+from models_app.transfer.retry import RetryPolicy, with_retries
 from models_app.transfer.sources import (
     HfFile,
     RemoteFile,
@@ -46,6 +58,19 @@ from models_app.transfer.sources import (
     strong_etag,
     validate_repo,
 )
+
+HUB_READ_TIMEOUT = 10.0
+"""Seconds the hub may take to answer one metadata request once connected (as
+huggingface_hub's ``HF_HUB_ETAG_TIMEOUT``)."""
+HUB_RETRY = RetryPolicy(attempts=3, base_delay=0.5, max_delay=4.0)
+"""Retries of a listing page answered with 5xx or 429: under 10 s in all."""
+
+
+def hub_timeout(read: float | None = None) -> httpx2.Timeout:
+    """One hub request's timeouts: ``CONNECT_TIMEOUT`` to connect, ``read`` (default
+    ``HUB_READ_TIMEOUT``) for the answer."""
+    read = HUB_READ_TIMEOUT if read is None else read
+    return httpx2.Timeout(read, connect=min(CONNECT_TIMEOUT, read))
 
 
 @dataclass(frozen=True)
@@ -83,17 +108,21 @@ class GgufModel:
         return sum(size for size in sizes if size is not None)
 
 
-def resolve_hf_file(source: HfFile, *, timeout: float = 10.0) -> RemoteFile:
+def resolve_hf_file(source: HfFile, *, timeout: float | None = None) -> RemoteFile:
     """Where ``source``'s bytes are (the CDN URL for LFS files), their size and sha256.
 
-    One HEAD on the hub's resolve URL; huggingface_hub follows redirects within the
-    hub and stops at the CDN's, whose response carries ``X-Linked-Size``,
-    ``X-Linked-Etag`` (the sha256) and ``X-Repo-Commit``.
+    One HEAD on the hub's resolve URL, not retried (the download engine retries
+    ``TransientError``); huggingface_hub follows redirects within the hub and stops at
+    the CDN's, whose response carries ``X-Linked-Size``, ``X-Linked-Etag`` (the sha256)
+    and ``X-Repo-Commit``. ``timeout``: for the answer (default ``HUB_READ_TIMEOUT``).
     """
     url = hf_hub_url(source.repo_id, source.filename, revision=source.revision, endpoint=source.hub)
-    with translated_hub_errors(source.label, token=bool(source.token)):
+    # huggingface_hub hands ``timeout`` to its httpx2 client as is, and httpx2 takes a
+    # Timeout: only so can connecting have its own, shorter limit.
+    limits = cast(float, hub_timeout(timeout))
+    with translated_hub_errors(source.label, token=bool(source.token), hub=source.hub):
         meta = get_hf_file_metadata(
-            url, token=source.token or False, timeout=timeout, endpoint=source.hub
+            url, token=source.token or False, timeout=limits, endpoint=source.hub
         )
     location = urljoin(url, meta.location)
     headers = {"Accept-Encoding": "identity"}
@@ -116,15 +145,54 @@ def list_gguf_models(
     revision: str = "main",
     token: str | None = None,
     endpoint: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> list[GgufModel]:
-    """The GGUF models of a repo, split shards grouped into one entry each."""
+    """The GGUF models of a repo, split shards grouped into one entry each.
+
+    The hub's tree API (``HfApi.list_repo_tree``'s requests, page by page), with this
+    module's timeouts and retries: an unreachable hub raises ``Unreachable`` at once."""
     validate_repo(repo_id, revision)
-    api = HfApi(endpoint=hub_endpoint(endpoint))
+    hub = hub_endpoint(endpoint)
     label = f"{repo_id} @ {revision}"
-    with translated_hub_errors(label, token=bool(token)):
-        tree = api.list_repo_tree(repo_id, recursive=True, revision=revision, token=token or False)
-        files = [_info(entry) for entry in tree if isinstance(entry, RepoFile)]
+    url: str | None = f"{hub}/api/models/{repo_id}/tree/{quote(revision, safe='')}"
+    params: dict[str, str] | None = {"recursive": "true", "expand": "false"}
+    headers = build_hf_headers(token=token or False)
+    files: list[RepoFileInfo] = []
+    with _network_errors(label, hub):
+        while url is not None:
+            page = _tree_page(url, params, headers, label, token, retry or HUB_RETRY)
+            files += _tree_files(page, label)
+            url, params = page.links.get("next", {}).get("url"), None
     return group_gguf_files(files)
+
+
+def _tree_page(
+    url: str,
+    params: Mapping[str, str] | None,
+    headers: Mapping[str, str],
+    label: str,
+    token: str | None,
+    retry: RetryPolicy,
+) -> httpx2.Response:
+    """One page of a repo tree. A 5xx or 429 answer is retried per ``retry``; a failed
+    connection raises the network's own error at once (not a ``TransientError``)."""
+
+    def attempt(_: int) -> httpx2.Response:
+        with _hub_statuses(label, token=bool(token)):
+            response = get_session().get(url, params=params, headers=headers, timeout=hub_timeout())
+            hf_raise_for_status(response)
+        return response
+
+    return with_retries(attempt, retry)
+
+
+def _tree_files(page: httpx2.Response, label: str) -> list[RepoFileInfo]:
+    """The files of a tree page (folders left out)."""
+    try:
+        entries = page.json()
+        return [_info(RepoFile(**entry)) for entry in entries if entry["type"] == "file"]
+    except (ValueError, TypeError, KeyError) as error:
+        raise TransferError(f"{label}: the hub's answer is not a file listing") from error
 
 
 def group_gguf_files(files: Iterable[RepoFileInfo]) -> list[GgufModel]:
@@ -145,8 +213,34 @@ def group_gguf_files(files: Iterable[RepoFileInfo]) -> list[GgufModel]:
 
 
 @contextmanager
-def translated_hub_errors(label: str, *, token: bool) -> Iterator[None]:
+def translated_hub_errors(label: str, *, token: bool, hub: str | None = None) -> Iterator[None]:
     """Turn huggingface_hub's and the network's exceptions into the engine's errors."""
+    with _network_errors(label, hub_endpoint(hub)), _hub_statuses(label, token=token):
+        yield
+
+
+@contextmanager
+def _network_errors(label: str, hub: str) -> Iterator[None]:
+    """A request that got no answer from the hub: ``Unreachable``, saying why."""
+    try:
+        yield
+    except OfflineModeIsEnabled as error:
+        raise TransferError(f"{label}: HF_HUB_OFFLINE is set, the hub cannot be reached") from error
+    except transport_errors() as error:
+        where = _origin(hub)
+        reason = unreachable_reason(error)
+        raise Unreachable(f"{label}: the hub ({where}) could not be reached: {reason}") from error
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: no credentials or path in messages."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+@contextmanager
+def _hub_statuses(label: str, *, token: bool) -> Iterator[None]:
+    """The hub's error answers (``X-Error-Code``, status) as the engine's errors."""
     try:
         yield
     except GatedRepoError as error:
@@ -163,10 +257,6 @@ def translated_hub_errors(label: str, *, token: bool) -> Iterator[None]:
         raise FileNotFound(f"{label}: file not found at this revision") from error
     except HfHubHTTPError as error:
         raise _from_hub_status(error, label, token=token) from error
-    except OfflineModeIsEnabled as error:
-        raise TransferError(f"{label}: HF_HUB_OFFLINE is set, the hub cannot be reached") from error
-    except transport_errors() as error:
-        raise TransientError(f"{label}: {error or type(error).__name__}") from error
 
 
 def _from_hub_status(error: HfHubHTTPError, label: str, *, token: bool) -> TransferError:
