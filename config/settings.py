@@ -30,6 +30,7 @@ from config.env import (
     parse_seconds,
     parse_str,
 )
+from inventory.proxies import check_proxy_entry
 from models_app.fetch_guard import check_allow_entry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -152,12 +153,31 @@ NODE_NAME = parse_str("GPUFLEET_NODE_NAME", socket.gethostname().split(".")[0])
 # from the environment when its app loads, which is after these settings.
 os.environ.setdefault("Q_CLUSTER_NAME", NODE_NAME)
 
+
+def _redis_connections(retry_class: Any) -> dict[str, Any]:
+    """Connections that ride out a Redis restart: a pooled connection that died with the
+    old server is found (PING after 10 s idle) and the command retried on a new one, with
+    backoff; a connect that hangs gives up after 5 s. redis-py 8 drops idle connections
+    every 5 s unless socket_timeout is None."""
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return {
+        "socket_timeout": None,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 10,
+        "retry": retry_class(ExponentialBackoff(cap=2.0, base=0.2), 4),
+        "retry_on_error": [RedisConnectionError],
+    }
+
+
 if REDIS_URL:
+    from redis.asyncio.retry import Retry as AsyncRetry
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py 8 drops idle connections every 5 s unless socket_timeout is None.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
+            "CONFIG": {"hosts": [{"address": REDIS_URL, **_redis_connections(AsyncRetry)}]},
         }
     }
 else:
@@ -211,6 +231,11 @@ GPUFLEET_BACKEND_START_TIMEOUT = parse_seconds("GPUFLEET_BACKEND_START_TIMEOUT",
 GPUFLEET_RESTART_BACKOFF = parse_seconds("GPUFLEET_RESTART_BACKOFF", 2.0)
 GPUFLEET_RESTART_BACKOFF_MAX = parse_seconds("GPUFLEET_RESTART_BACKOFF_MAX", 300.0)
 GPUFLEET_OOM_WARN = parse_fraction("GPUFLEET_OOM_WARN", 0.9)
+# Failover and drain (scheduling.replacing): a node offline for longer than this has its
+# instances replaced on other nodes; a node is drained this long before a maintenance
+# window starts.
+GPUFLEET_FAILOVER_AFTER = parse_seconds("GPUFLEET_FAILOVER_AFTER", 60.0)
+GPUFLEET_DRAIN_BEFORE = parse_seconds("GPUFLEET_DRAIN_BEFORE", 600.0)
 # An instance counts as idle for eviction once the gateway saw no request for this long
 # (the gateway marks instances with requests in flight every 2 s).
 GPUFLEET_EVICT_IDLE_AFTER = parse_seconds("GPUFLEET_EVICT_IDLE_AFTER", 10.0)
@@ -242,6 +267,11 @@ AXES_LOCKOUT_CALLABLE = "inventory.views.lockout.locked_out"
 # The failure log names the address (for a firewall), not the username typed (which is
 # sometimes a password typed into the wrong field).
 AXES_SENSITIVE_PARAMETERS = ["username"]
+# Reverse proxies (networks or addresses) whose X-Forwarded-For is believed; none by
+# default, and then the header is ignored. The lockout above, the bad-token throttle below
+# and their logs all take the client's address from ``inventory.proxies.client_ip``.
+GPUFLEET_TRUSTED_PROXIES = parse_checked_list("GPUFLEET_TRUSTED_PROXIES", [], check_proxy_entry)
+AXES_CLIENT_IP_CALLABLE = "inventory.proxies.client_ip"
 # Bad API tokens (REST API and /metrics): this many from one address within the window,
 # then 429 with Retry-After until the window ends (``inventory.throttle``).
 GPUFLEET_TOKEN_FAILURES = parse_int("GPUFLEET_TOKEN_FAILURES", 20, minimum=1)
@@ -250,8 +280,14 @@ GPUFLEET_TOKEN_FAILURE_WINDOW = parse_seconds("GPUFLEET_TOKEN_FAILURE_WINDOW", 5
 # The counters above must be shared by every web process: Redis in a cluster, else the
 # database (its table is made by ``migrate``, see ``InventoryConfig``).
 if REDIS_URL:
+    from redis.retry import Retry
+
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": _redis_connections(Retry),
+        }
     }
 else:
     CACHES = {

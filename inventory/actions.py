@@ -145,8 +145,10 @@ def do_mark_stale_nodes_offline(now: Any = None) -> list[Node]:
 
 
 def do_apply_maintenance_windows(now: Any = None) -> None:
-    """Enter maintenance when a window starts; leave it when the last one ends."""
+    """Drain ``GPUFLEET_DRAIN_BEFORE`` ahead of a window, enter maintenance when it
+    starts; leave it (back to online, taking placements again) when the last one ends."""
     now = now or timezone.now()
+    do_drain_before_windows(now)
     active = set(MaintenanceWindow.objects.active(now).values_list("node_id", flat=True))
     cutoff = now - timedelta(seconds=settings.GPUFLEET_HEARTBEAT_TIMEOUT)
     for node in Node.objects.filter(pk__in=active).exclude(status=NodeStatus.MAINTENANCE):
@@ -178,6 +180,9 @@ def do_delete_maintenance_window(window: MaintenanceWindow) -> None:
 
 
 def do_set_draining(node: Node, draining: bool) -> bool:
+    """Drain an online node (no new placements; the housekeeper moves its instances,
+    ``scheduling.replacing``) or put a draining one back online. False when the node
+    was in another state."""
     source, target = (
         (NodeStatus.ONLINE, NodeStatus.DRAINING)
         if draining
@@ -185,6 +190,20 @@ def do_set_draining(node: Node, draining: bool) -> bool:
     )
     with transaction.atomic():
         return _transition(node, source, target)
+
+
+def do_drain_before_windows(now: Any = None) -> list[Node]:
+    """Online nodes whose maintenance window starts within ``GPUFLEET_DRAIN_BEFORE``
+    start draining, so their instances have moved when it starts."""
+    now = now or timezone.now()
+    soon = now + timedelta(seconds=settings.GPUFLEET_DRAIN_BEFORE)
+    upcoming = MaintenanceWindow.objects.filter(starts_at__lte=soon, ends_at__gt=now)
+    drained = []
+    nodes = Node.objects.filter(status=NodeStatus.ONLINE, pk__in=upcoming.values("node_id"))
+    for node in nodes:
+        if do_set_draining(node, True):
+            drained.append(node)
+    return drained
 
 
 GPU_EDITABLE = ("priority", "enabled", "reserved_override")

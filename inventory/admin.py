@@ -142,10 +142,32 @@ class NodeAdmin(admin.ModelAdmin):
     def gpu_count(self, node: Node) -> int:
         return int(getattr(node, "_gpu_count", 0))
 
-    @admin.action(description="Drain: take no new work", permissions=["change"])
+    @admin.action(description="Drain: move its instances, take no new work", permissions=["change"])
     def drain(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
         done = sum(do_set_draining(node, True) for node in queryset)
-        self.message_user(request, f"{done} node(s) now draining (only online nodes can drain).")
+        self.message_user(
+            request,
+            f"{done} node(s) now draining (only online nodes can drain): each instance is "
+            "replaced elsewhere and stopped once its replacement runs.",
+        )
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        """Removing a node takes its GPUs, samples and copies with it (the agent's facts,
+        read-only here one by one): the node's own delete permission is what it takes."""
+        deleted, counts, _, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
+    def delete_model(self, request: HttpRequest, obj: Node) -> None:
+        """A node gone for good: its deployments move to the other nodes."""
+        from scheduling.replacing import do_remove_node
+
+        do_remove_node(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
+        from scheduling.replacing import do_remove_node
+
+        for node in queryset:
+            do_remove_node(node)
 
     @admin.action(description="Stop draining", permissions=["change"])
     def undrain(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import OperationalError, close_old_connections
 from django.utils import timezone
 
-from inventory import actions, leases, telemetry
+from inventory import actions, events, leases, telemetry
 from inventory.models import Node
 from inventory.probe import Probe, get_probe
 
@@ -33,6 +33,7 @@ REDISCOVER_EVERY = 30.0
 # LEASE_RENEW s, taken over by another agent LEASE_TTL s after its holder stopped renewing.
 LEASE_RENEW = 2.0
 LEASE_TTL = 8.0
+RETRY_MAX = 10.0  # longest wait between ticks that fail (backoff doubles from the interval)
 
 
 def host_facts(storage_roots: list[str]) -> actions.HostFacts:
@@ -101,6 +102,8 @@ class Agent:
         if housekeeper and self._is_due("liveness", LIVENESS_EVERY, now):
             actions.do_mark_stale_nodes_offline()
             actions.do_apply_maintenance_windows()
+        if housekeeper:
+            events.resend_kept()  # what could not reach Redis while it restarted
         if self._is_due("housekeeping", HOUSEKEEPING_EVERY, now):
             telemetry.housekeeping(self.node)
         if self._is_due("downloads", DOWNLOADS_EVERY, now):
@@ -131,12 +134,16 @@ class Agent:
     def run(self) -> None:
         interval = settings.GPUFLEET_SAMPLE_INTERVAL
         next_tick = time.monotonic()
+        failures = 0
         while not self.stop.is_set():
             close_old_connections()
             try:
                 self.tick()
-            except OperationalError:  # e.g. the database restarting: try again next tick
-                logger.exception("agent tick failed; retrying")
+                failures = 0
+            except Exception:  # the database or Redis restarting: never exit, retry
+                failures += 1
+                logger.exception("agent tick failed (%d in a row); retrying", failures)
+                self.stop.wait(min(RETRY_MAX, interval * 2 ** min(failures, 5)))
             next_tick += interval
             delay = next_tick - time.monotonic()
             if delay < 0:  # fell behind: do not try to catch up with a burst

@@ -16,7 +16,7 @@ from ninja.errors import ValidationError as InputError
 from pydantic import ConfigDict, Strict, field_validator
 
 from inventory.access import can_operate
-from inventory.actions import do_update_gpu_settings
+from inventory.actions import do_set_draining, do_update_gpu_settings
 from inventory.choices import PRIORITY_MAX, PRIORITY_MIN, NodeStatus, Resolution
 from inventory.models import Gpu, GpuSample, Node
 
@@ -76,12 +76,37 @@ class NodeOut(Schema):
     gpu_count: int = Field(description="GPUs the probe currently sees")
 
 
+class DrainRowOut(Schema):
+    instance_id: UUID
+    deployment_id: UUID
+    deployment: str = Field(description="served name")
+    state: str = Field(description="the instance's state")
+    replacement_id: UUID | None
+    replacement_state: str | None
+    status: str = Field(
+        description="moving (replacement placed or starting), stuck (its replacement fits "
+        "nowhere: see reason), waiting (not replaced yet)"
+    )
+    reason: str
+
+
 class NodeDetailOut(NodeOut):
     gpus: list[GpuOut]
+    drain: list[DrainRowOut] = Field(
+        description="While draining or in maintenance: the instances still on the node, "
+        "each stopped once its replacement elsewhere is running."
+    )
 
     @staticmethod
     def resolve_gpus(obj: Node) -> list[Gpu]:
         return list(obj.gpus.select_related("node"))
+
+    @staticmethod
+    def resolve_drain(obj: Node) -> list[dict[str, Any]]:
+        from scheduling.replacing import drain_report
+
+        moving = obj.status in (NodeStatus.DRAINING, NodeStatus.MAINTENANCE)
+        return drain_report(obj) if moving else []
 
 
 StrictPriority = Annotated[int, Strict(), Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
@@ -217,6 +242,42 @@ def list_nodes(request: HttpRequest) -> QuerySet[Node]:
 )
 def node_detail(request: HttpRequest, node_id: UUID) -> Node:
     return get_node(node_id)
+
+
+def _set_draining(request: HttpRequest, node_id: UUID, draining: bool) -> Node:
+    if not can_operate(request.auth):  # type: ignore[attr-defined]
+        raise HttpError(403, "Only operators may drain nodes.")
+    node = get_node(node_id)
+    wanted = NodeStatus.DRAINING if draining else NodeStatus.ONLINE
+    if node.status != wanted and not do_set_draining(node, draining):
+        source = "an online" if draining else "a draining"
+        raise HttpError(409, f"Node {node.name} is {node.status}: only {source} node can.")
+    return get_node(node_id)
+
+
+@router.post(
+    "/nodes/{node_id}/drain",
+    response={200: NodeDetailOut, 403: ErrorOut, 409: ErrorOut, **READ_ERRORS},
+    tags=["nodes"],
+    summary="Drain a node",
+    description="Operators only. No new placements on it; each of its instances is "
+    "replaced on another node and stopped once the replacement runs. Instances that fit "
+    "nowhere stay (listed in `drain` with the reason). 409 unless online or draining.",
+)
+def drain_node(request: HttpRequest, node_id: UUID) -> Node:
+    return _set_draining(request, node_id, True)
+
+
+@router.post(
+    "/nodes/{node_id}/undrain",
+    response={200: NodeDetailOut, 403: ErrorOut, 409: ErrorOut, **READ_ERRORS},
+    tags=["nodes"],
+    summary="Stop draining a node",
+    description="Operators only. The node takes placements again; replacements not yet "
+    "running are stopped (its instances serve on). 409 unless draining or online.",
+)
+def undrain_node(request: HttpRequest, node_id: UUID) -> Node:
+    return _set_draining(request, node_id, False)
 
 
 # --- GPUs --------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 An event is a small typed dict of plain data. ``send`` delivers it after the current
 transaction commits:
 
-* cluster (``REDIS_URL``): straight to the channels-redis group every web process reads;
+* cluster (``REDIS_URL``): straight to the channels-redis group every web process reads.
+  While Redis cannot be reached (a restart), the event is kept in the ``LiveEvent``
+  outbox instead and the housekeeper sends it once Redis is back (``resend_kept``);
+  periodic readings, which the next second's supersede, are dropped;
 * embedded default: into the ``LiveEvent`` outbox table, which each web process relays
   to its in-memory channel layer (``relay_forever``), so events from the agent and the
   worker reach browsers without Redis.
@@ -21,10 +24,15 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from redis.exceptions import RedisError
 
 from inventory.models import LiveEvent
 
 GROUP = "fleet"
+# Sent every second or two, each one superseding the last: not kept while Redis is down.
+PERIODIC = frozenset({"node.gpus", "instance.readings", "gateway.waiting"})
+RESEND_BATCH = 500
+UNREACHABLE = (RedisError, OSError)
 logger = logging.getLogger(__name__)
 
 EventKind = Literal[
@@ -63,14 +71,15 @@ def make_event(kind: EventKind, **fields: Any) -> Event:
 
 def send(kind: EventKind, **fields: Any) -> None:
     event = make_event(kind, **fields)
-    transaction.on_commit(lambda: deliver(event))
+    # robust: a delivery that fails is logged, never raised into the committed caller
+    transaction.on_commit(lambda: deliver(event), robust=True)
 
 
 def send_many(kind: EventKind, many: list[dict[str, Any]]) -> None:
     """Several events of one kind after commit, written in one go (a placement pass)."""
     batch = [make_event(kind, **fields) for fields in many]
     if batch:
-        transaction.on_commit(lambda: deliver_many(batch))
+        transaction.on_commit(lambda: deliver_many(batch), robust=True)
 
 
 def deliver_many(batch: list[Event]) -> None:
@@ -82,12 +91,42 @@ def deliver_many(batch: list[Event]) -> None:
 
 
 def deliver(event: Event) -> None:
-    if settings.REDIS_URL:
-        layer = get_channel_layer()
-        assert layer is not None
-        async_to_sync(layer.group_send)(GROUP, {"type": "fleet.event", "event": event})
-    else:
+    if not settings.REDIS_URL:
         LiveEvent.objects.create(payload=event)
+        return
+    try:
+        _group_send(event)
+    except UNREACHABLE as exc:
+        if event.get("kind") in PERIODIC:
+            return
+        logger.warning("Redis unreachable (%s): %s kept to be sent later", exc, event.get("kind"))
+        LiveEvent.objects.create(payload=event)
+
+
+def _group_send(event: Event | dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    assert layer is not None
+    async_to_sync(layer.group_send)(GROUP, {"type": "fleet.event", "event": event})
+
+
+def resend_kept() -> int:
+    """Cluster: send the events kept while Redis was unreachable, oldest first, and
+    forget those sent; stops at the first that fails (Redis still down). Run by the
+    housekeeper only, so no event goes out twice. Returns how many were sent."""
+    if not settings.REDIS_URL:
+        return 0
+    kept = list(LiveEvent.objects.order_by("id").values_list("id", "payload")[:RESEND_BATCH])
+    sent: list[int] = []
+    for event_id, payload in kept:
+        try:
+            _group_send(payload)
+        except UNREACHABLE:
+            break
+        sent.append(event_id)
+    if sent:
+        LiveEvent.objects.filter(id__in=sent).delete()
+        logger.info("sent %d live event(s) kept while Redis was unreachable", len(sent))
+    return len(sent)
 
 
 def fresh_connection_call(function: Any, *args: Any) -> Any:

@@ -7,6 +7,7 @@ app_name = "inventory"
 urlpatterns = [
     path("", overview.overview, name="overview"),
     path("nodes/<uuid:node_id>/", nodes.node_detail, name="node"),
+    path("nodes/<uuid:node_id>/drain/", nodes.node_drain, name="node-drain"),
     path("gpus/<uuid:gpu_id>/", gpus.gpu_detail, name="gpu"),
     path("gpus/<uuid:gpu_id>/settings/", gpus.gpu_settings, name="gpu-settings"),
     path("gpus/<uuid:gpu_id>/chart/", gpus.gpu_chart, name="gpu-chart"),

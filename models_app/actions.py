@@ -4,6 +4,7 @@ with an operator, and emits one ``download.changed`` event after commit."""
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from inventory import events
@@ -24,6 +26,8 @@ from models_app.choices import (
     SourceKind,
 )
 from models_app.models import CatalogModel, ModelFile
+
+logger = logging.getLogger("gpufleet.downloads")
 
 FREE_SPACE_MARGIN = 1024**3  # kept free on the disk after a download
 TASK = "models_app.tasks.download_model_file"
@@ -171,10 +175,14 @@ def _enqueue(copy: ModelFile, task: str = TASK) -> None:
     from django_q.tasks import async_task
 
     def enqueue() -> None:
-        task_id = async_task(task, str(copy.pk), cluster=copy.node.name, group="downloads")
+        try:
+            task_id = async_task(task, str(copy.pk), cluster=copy.node.name, group="downloads")
+        except Exception:  # the broker (Redis) restarting: do_resume_stalled sends it again
+            logger.warning("could not queue the download %s; it is sent again", copy.pk)
+            raise
         ModelFile.objects.filter(pk=copy.pk, task_id="").update(task_id=str(task_id))
 
-    transaction.on_commit(enqueue)
+    transaction.on_commit(enqueue, robust=True)
 
 
 @dataclass(frozen=True)
@@ -315,12 +323,14 @@ def do_touch(copy: ModelFile) -> None:
 def stalled_downloads(node: Node, after: timedelta, now: datetime | None = None) -> list[ModelFile]:
     """Downloads of ``node`` that say ``downloading`` but made no progress for ``after``:
     their worker died (killed, node restarted). Django-Q would only redeliver the task
-    after its ``retry`` time (hours), so the agent requeues them."""
+    after its ``retry`` time (hours), so the agent requeues them. Also queued ones whose
+    task could not be sent (the broker was restarting: no task id)."""
     cutoff = (now or timezone.now()) - after
+    unsent = Q(state=DownloadState.QUEUED, task_id="")
     return list(
-        ModelFile.objects.filter(
-            node=node, state=DownloadState.DOWNLOADING, updated_at__lt=cutoff
-        ).select_related("node")
+        ModelFile.objects.filter(Q(state=DownloadState.DOWNLOADING) | unsent)
+        .filter(node=node, updated_at__lt=cutoff)
+        .select_related("node")
     )
 
 
@@ -328,7 +338,7 @@ def do_resume_stalled(node: Node, after: timedelta = timedelta(seconds=30)) -> l
     resumed = []
     for copy in stalled_downloads(node, after):
         touched = ModelFile.objects.filter(
-            pk=copy.pk, state=DownloadState.DOWNLOADING, updated_at=copy.updated_at
+            pk=copy.pk, state=copy.state, updated_at=copy.updated_at
         ).update(updated_at=timezone.now())
         if touched:
             with transaction.atomic():

@@ -19,7 +19,7 @@ from inventory.models import Gpu, Node
 from models_app import actions as model_actions
 from models_app.choices import DownloadState, SourceKind
 from models_app.models import CatalogModel, ModelFile
-from scheduling import events, fleet, lifecycle, placing
+from scheduling import events, fleet, lifecycle, placing, replacing
 from scheduling.choices import DesiredState, InstanceState
 from scheduling.fleet import HAVING_STATES, Fleet, request_for
 from scheduling.models import Deployment, Instance
@@ -98,8 +98,9 @@ def do_create_deployment(
 
 
 def live_instances(deployment: Deployment) -> list[Instance]:
-    """Its replicas: instances not stopping or stopped."""
-    return list(deployment.instances.exclude(state__in=LEAVING).order_by("created_at"))
+    """Its replicas: instances not stopping or stopped; an instance being replaced
+    (failover, drain) and its replacement count as one (``replacing.counted``)."""
+    return list(replacing.counted(deployment.instances.all()).order_by("created_at"))
 
 
 def reconcile(deployment: Deployment) -> None:

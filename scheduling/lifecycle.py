@@ -11,10 +11,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
-from inventory.models import Gpu
+from inventory.models import Gpu, Node
 from scheduling import events
 from scheduling.choices import PROCESS_STATES, InstanceState
 from scheduling.models import GpuClaim, Instance, InstanceRun, log_file_name
@@ -55,10 +55,41 @@ def enqueue(instance: Instance, task: str) -> None:
     node_name = instance.node.name
 
     def send() -> None:
-        task_id = async_task(task, str(instance.pk), cluster=node_name, group="backends")
+        try:
+            task_id = async_task(task, str(instance.pk), cluster=node_name, group="backends")
+        except Exception:  # the broker (Redis) restarting: resend_lost_starts sends it again
+            logger.warning("could not queue %s for %s; it is sent again", task, instance.pk)
+            Instance.objects.filter(pk=instance.pk).update(task_id="")
+            raise
         Instance.objects.filter(pk=instance.pk).update(task_id=str(task_id))
 
-    transaction.on_commit(send)
+    transaction.on_commit(send, robust=True)
+
+
+# A scheduled instance whose start task could not be queued is sent again after
+# RESEND_UNSENT_AFTER s; one still not taken by a worker after RESEND_LOST_AFTER s (its
+# task was lost with the broker's queue: Redis restarted without persistence) too.
+# Sending twice is harmless: only one worker can take the instance (do_claim_start).
+RESEND_UNSENT_AFTER = 5.0
+RESEND_LOST_AFTER = 120.0
+
+
+def do_resend_lost_starts(node: Node) -> int:
+    """Queue the start task again for ``node``'s scheduled instances that no worker took."""
+    now = timezone.now()
+    lost = Instance.objects.filter(node=node, state=S.SCHEDULED).filter(
+        Q(task_id="", updated_at__lt=now - timedelta(seconds=RESEND_UNSENT_AFTER))
+        | Q(updated_at__lt=now - timedelta(seconds=RESEND_LOST_AFTER))
+    )
+    count = 0
+    for instance in lost.select_related("node"):
+        if Instance.objects.filter(pk=instance.pk, state=S.SCHEDULED).update(updated_at=now):
+            with transaction.atomic():
+                enqueue(instance, START_TASK)
+            count += 1
+    if count:
+        logger.info("sent %d start task(s) again on %s", count, node.name)
+    return count
 
 
 def backoff(restarts: int) -> timedelta:
@@ -264,18 +295,52 @@ def do_back_to_pending(instance: Instance, reason: str) -> bool:
     return moved
 
 
-def do_request_stop(instance: Instance) -> bool:
-    """Stop an instance: its process (if any) through the node's worker, else at once."""
+def do_request_stop(instance: Instance, with_replaced: bool = True) -> bool:
+    """Stop an instance: its process (if any) through the node's worker, else at once.
+
+    A replacement and the instance it replaces count as one replica
+    (``scheduling.replacing``): stopping the replacement stops that replica, so the
+    replaced instance stops too, unless ``with_replaced`` is False (failover and drain
+    cancelling a replacement that is no longer needed)."""
     with transaction.atomic():
-        if move(instance, (S.PENDING, S.FAILED), S.STOPPED, next_attempt_at=None):
-            return True
-        if move(instance, (S.SCHEDULED, S.WAITING_FOR_FILES), S.STOPPED):
-            release_claims(instance)
-            return True
-        if move(instance, (S.STARTING, S.RUNNING, S.UNREACHABLE), S.STOPPING):
-            enqueue(instance, STOP_TASK)
-            return True
+        stopped = _request_stop(instance)
+        if stopped and with_replaced and instance.replaces_id is not None:
+            replaced = Instance.objects.filter(pk=instance.replaces_id).first()
+            if replaced is not None and replaced.state not in (S.STOPPING, S.STOPPED):
+                do_request_stop(replaced)
+    return stopped
+
+
+def _request_stop(instance: Instance) -> bool:
+    if move(instance, (S.PENDING, S.FAILED), S.STOPPED, next_attempt_at=None):
+        return True
+    if move(instance, (S.SCHEDULED, S.WAITING_FOR_FILES), S.STOPPED):
+        release_claims(instance)
+        return True
+    if move(instance, (S.STARTING, S.RUNNING, S.UNREACHABLE), S.STOPPING):
+        enqueue(instance, STOP_TASK)
+        return True
     return instance.state in (S.STOPPING, S.STOPPED)
+
+
+def do_unplace(instance: Instance, reason: str) -> bool:
+    """A placed instance that has not started, on a node that was lost or is draining:
+    back to pending at once (no backoff), claims released, to be placed elsewhere. A
+    start task still queued for the old node finds it no longer scheduled."""
+    with transaction.atomic():
+        moved = move(
+            instance,
+            (S.SCHEDULED, S.WAITING_FOR_FILES),
+            S.PENDING,
+            pending_since=timezone.now(),
+            reason=reason[:4000],
+            node=None,
+            model_file=None,
+            next_attempt_at=None,
+        )
+        if moved:
+            release_claims(instance)
+    return moved
 
 
 def do_mark_stopped(instance: Instance, exit_code: int | None = None, signal: str = "") -> bool:

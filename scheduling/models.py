@@ -266,6 +266,8 @@ class Instance(models.Model):
     released; back to pending after a backoff); starting / running → unreachable (the
     node went offline) → running (its agent adopted the process again) or failed;
     pending / scheduled / waiting_for_files → stopped (stopped before it started).
+    A replacement (``replaces``) is made for an instance whose node was lost for longer
+    than ``GPUFLEET_FAILOVER_AFTER`` or is draining; see ``scheduling.replacing``.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -309,15 +311,22 @@ class Instance(models.Model):
     pending_since = models.DateTimeField(null=True, blank=True)
     placed_at = models.DateTimeField(null=True, blank=True)
     files_at = models.DateTimeField(null=True, blank=True)
+    # The instance this one replaces (its node was lost, or is draining): the two count
+    # as one replica until one of them ends (``scheduling.replacing``). Unique: never
+    # two replacements for one instance, whoever runs the pass.
+    replaces = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replacements"
+    )
 
     class Meta:
         ordering = ["deployment__served_name", "created_at"]
         constraints = [
+            models.UniqueConstraint(fields=["replaces"], name="instance_one_replacement"),
             models.UniqueConstraint(
                 fields=["node", "port"],
                 condition=Q(port__isnull=False),
                 name="instance_unique_port_per_node",
-            )
+            ),
         ]
 
     def __str__(self) -> str:

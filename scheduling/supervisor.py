@@ -9,9 +9,10 @@
   tokens/s, deferred requests, KV use: ``scheduling.readings``) into
   ``Instance.readings``, saved and sent as ``instance.readings`` only when what a page
   shows changed;
-- for the whole fleet (any agent may, all are idempotent): instances of offline nodes
-  become unreachable, failed ones whose backoff is over go back to pending, and a
-  placement pass places what is pending.
+- for the whole fleet (the housekeeper; all are idempotent): instances of offline nodes
+  become unreachable, failed ones whose backoff is over go back to pending, instances of
+  lost and draining nodes are replaced (``scheduling.replacing``), and a placement pass
+  places what is pending.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from django.utils import timezone
 from inventory.choices import NodeStatus
 from inventory.models import Gpu, Node
 from inventory.probe.base import ProcessUsage
-from scheduling import actions, backend, lifecycle, oom, placing, readings
+from scheduling import actions, backend, lifecycle, oom, placing, readings, replacing
 from scheduling import events as scheduling_events
 from scheduling.choices import Backend, InstanceState
 from scheduling.models import GpuClaim, Instance
@@ -38,6 +39,7 @@ FLEET_EVERY = 2.0
 MEASURE_EVERY = 5.0
 READINGS_EVERY = 2.0  # read each running llama-server's /slots and /metrics
 STRAYS_EVERY = 10.0  # look for backend processes that no instance accounts for
+RESEND_EVERY = 5.0  # look for scheduled instances whose start task was lost
 STOP_GRACE = 60.0  # a stopping instance whose process still runs after this is stopped here
 
 
@@ -63,6 +65,8 @@ class Supervisor:
             adopt(node)
             self.adopted = True
         check_processes(node)
+        if self._is_due("resend", RESEND_EVERY, now):
+            lifecycle.do_resend_lost_starts(node)  # start tasks the broker lost
         actions.do_check_waiting(node)
         if self._is_due("measure", MEASURE_EVERY, now):
             refresh_measurements(node)
@@ -225,6 +229,7 @@ def fleet_housekeeping() -> None:
         lifecycle.do_mark_unreachable(node.pk)
     lifecycle.do_requeue_failed()
     actions.do_release_idle()
+    replacing.do_replace_pass()  # failover, drain, and the rule for extras
     if placing.pending_instances(limit=1):
         placing.do_place_pending()
 

@@ -24,7 +24,9 @@ class Node(models.Model):
 
     ``status`` transitions (each through one action in ``inventory.actions``):
     online → offline (missed heartbeats), online → maintenance (a window starts),
-    online ↔ draining (operator), offline → online (heartbeat returns),
+    online ↔ draining (operator; online → draining also ``GPUFLEET_DRAIN_BEFORE`` ahead
+    of a maintenance window), draining → offline / maintenance, offline → online
+    (heartbeat returns),
     offline → maintenance (a window starts), maintenance → online / offline (the window
     ends; offline if the heartbeat is stale by then).
     """

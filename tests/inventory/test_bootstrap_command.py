@@ -121,3 +121,10 @@ def test_a_bad_simulated_spec_is_one_line(settings):
     settings.GPUFLEET_SIMULATED_GPUS = "2xB300"
     with pytest.raises(CommandError, match="unknown GPU model"):
         bootstrap()
+
+
+def test_no_node_creates_the_admin_but_registers_no_node():
+    out = StringIO()
+    call_command("bootstrap", "--no-node", stdout=out)
+    assert get_user_model().objects.filter(username="admin").exists()
+    assert not Node.objects.exists()

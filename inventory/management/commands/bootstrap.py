@@ -3,7 +3,9 @@
 * An admin user exists: ``GPUFLEET_ADMIN_USER`` (default ``admin``) with the password
   ``GPUFLEET_ADMIN_PASSWORD``, or else a generated one that is printed once, when the
   user is created, and stored only as Django's password hash.
-* This machine is registered as a node with the GPUs its probe sees.
+* This machine is registered as a node with the GPUs its probe sees (``--no-node``
+  skips it: a web or database machine of a cluster is not a node; its agent registers
+  a GPU node by itself).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from config.env import parse_str
 from inventory.actions import do_register_node
@@ -25,9 +27,17 @@ from inventory.probe import ProbeUnavailable, get_probe
 class Command(BaseCommand):
     help = "Create the admin user if missing and register this node. Safe to run again."
 
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--no-node",
+            action="store_true",
+            help="Do not register this machine as a node (a cluster's web machine).",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         self.ensure_admin()
-        self.register_node()
+        if not options["no_node"]:
+            self.register_node()
 
     def ensure_admin(self) -> None:
         username = parse_str("GPUFLEET_ADMIN_USER", "admin")
