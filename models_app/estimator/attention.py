@@ -76,6 +76,7 @@ class AttnOptions:
 
     iswa: bool = False  # llm_graph_input_attn_kv_iswa (two caches)
     softcap: bool = False  # hparams.attn_soft_cap (gemma2)
+    sinks: Tensor | None = None  # gpt-oss: attention sinks, one more source of the softmax
 
 
 @dataclass(slots=True)
@@ -144,11 +145,19 @@ def _cpy_v(kv: KvLayer, v_cur: Tensor, v_idxs: Tensor, spec: GraphSpec) -> Tenso
 
 
 def _mha(
-    graph: Graph, qkv: tuple[Tensor, Tensor, Tensor], mask: Tensor, spec: GraphSpec, softcap: bool
+    graph: Graph,
+    qkv: tuple[Tensor, Tensor, Tensor],
+    mask: Tensor,
+    spec: GraphSpec,
+    softcap: bool,
+    v_mla: Tensor | None = None,
+    sinks: Tensor | None = None,
 ) -> Tensor:
     """``build_attn_mha``: softmax(K·Q)·V, or one FLASH_ATTN_EXT node. ``softcap``:
-    ``hparams.attn_soft_cap`` (K·Q scaled, tanh, scaled back; flash attention fuses it)."""
+    ``hparams.attn_soft_cap`` (K·Q scaled, tanh, scaled back; flash attention fuses it).
+    ``v_mla``: MLA's ``wv_b``, decompressing each head's latent values."""
     q, k, v = qkv
+    v_trans = v.nb[1] > v.nb[2]
     ns = k.ne[3]
     q = ggml.view(
         q, (q.ne[0], q.ne[1], q.ne[2] // ns, ns), (q.nb[1], q.nb[2], q.nb[2] * (q.ne[2] // ns))
@@ -157,14 +166,21 @@ def _mha(
     k = ggml.permute(k, 0, 2, 1, 3)
     v = ggml.permute(v, 0, 2, 1, 3)
     if spec.flash_attn:
-        cur = ggml.flash_attn_ext(q, k, v, mask)
+        cur = ggml.with_src(ggml.flash_attn_ext(q, k, v, mask), sinks)
+        if v_mla is not None:  # as a matrix product with the tokens in dim 1
+            cur = ggml.mul_mat(v_mla, ggml.permute(cur, 0, 2, 1, 3))
+            cur = ggml.cont(ggml.permute(cur, 0, 2, 1, 3))
         cur = ggml.reshape(cur, cur.ne[0] * cur.ne[1], cur.ne[2] * cur.ne[3])
     else:
         kq = ggml.mul_mat(k, q)
         if softcap:
             kq = ggml.scale(ggml.tanh(ggml.scale(kq)))
-        kq = ggml.soft_max(kq, mask)
+        kq = ggml.with_src(ggml.soft_max(kq, mask), sinks)
+        if not v_trans:  # MLA's V (a view of K): transposed into a copy
+            v = ggml.cont(ggml.transpose(v))
         kqv = ggml.mul_mat(v, kq)
+        if v_mla is not None:
+            kqv = ggml.mul_mat(v_mla, kqv)
         cur = ggml.permute(kqv, 0, 2, 1, 3)
         cur = ggml.cont(cur, cur.ne[0] * cur.ne[1], cur.ne[2] * cur.ne[3])
     graph.expand(cur)
@@ -197,11 +213,35 @@ def build_attn(
     graph.expand(_cpy_k(kv, k_cur, inputs.k_idxs, spec))
     graph.expand(_cpy_v(kv, v_cur, inputs.v_idxs, spec))
     k, v = _get_k(kv, spec), _get_v(kv, spec)
+    mha = (graph, (q_cur, k, v), inputs.kq_mask, spec, options.softcap, None, options.sinks)
     if core_device is None:
-        cur = _mha(graph, (q_cur, k, v), inputs.kq_mask, spec, options.softcap)
+        cur = _mha(*mha)
     else:
         with ggml.on_device(core_device):
-            cur = _mha(graph, (q_cur, k, v), inputs.kq_mask, spec, options.softcap)
+            cur = _mha(*mha)
     if inputs.v_rot is not None:
         cur = hadamard(cur, inputs.v_rot)
     return cur
+
+
+def build_attn_k(
+    graph: Graph,
+    inputs: AttnInputs,
+    kv: KvLayer,
+    qkv: tuple[Tensor, Tensor, Tensor],
+    spec: GraphSpec,
+    v_mla: Tensor,
+    core_device: int | None = None,
+) -> Tensor:
+    """``build_attn`` with ``llm_graph_input_attn_k`` (MLA): only K is stored, V is a view
+    of each cached row's first ``v_cur.ne[0]`` values; no rotations."""
+    q_cur, k_cur, v_cur = qkv
+    for tensor in (q_cur, v_cur, k_cur):
+        graph.expand(tensor)
+    graph.expand(_cpy_k(kv, k_cur, inputs.k_idxs, spec))
+    k = _get_k(kv, spec)
+    v = ggml.view(k, (v_cur.ne[0], *k.ne[1:]), k.nb[1:])
+    if core_device is None:
+        return _mha(graph, (q_cur, k, v), inputs.kq_mask, spec, False, v_mla)
+    with ggml.on_device(core_device):
+        return _mha(graph, (q_cur, k, v), inputs.kq_mask, spec, False, v_mla)

@@ -55,12 +55,14 @@ def cuda_compute_size(tensor: Tensor) -> int:
     """``ggml_backend_cuda_buffer_type_get_alloc_size`` for a compute tensor.
 
     Flash attention over a quantized cache converts K and V to F16 in space appended
-    to its output (the MMA/tile kernels used for prompt batches need it).
+    to its output (the MMA/tile kernels used for prompt batches need it); a V that is
+    a view of K (MLA) shares K's copy.
     """
     size = tensor.nbytes
     if tensor.op == "FLASH_ATTN_EXT" and tensor.src[0].ne[1] > 1:
         k, v = tensor.src[1], tensor.src[2]
-        for item in (k, v):
+        v_is_k_view = v.view_src is not None and v.view_src is k.view_src
+        for item in (k,) if v_is_k_view else (k, v):
             if item.type != "F16":
                 n_elements = item.ne[0] * item.ne[1] * item.ne[2] * item.ne[3]
                 size = pad(size, CUDA_ALIGNMENT) + 2 * n_elements

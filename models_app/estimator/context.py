@@ -63,7 +63,10 @@ def context_params(
 
 
 def _rotation_sizes(shape: ModelShape, settings: RunSettings) -> tuple[int, int]:
-    """The Hadamard rotations llama.cpp applies around a quantized K / V cache."""
+    """The Hadamard rotations llama.cpp applies around a quantized K / V cache (none for
+    MLA: ``build_attn_inp_k`` builds no rotation input)."""
+    if shape.mla is not None:
+        return 0, 0
     type_k, type_v = settings.type_k.ggml_type, settings.type_v.ggml_type
     k_rot = 0
     if type_k in QUANTIZED and shape.head_dim_k % 64 == 0:
@@ -111,7 +114,8 @@ def swa_cells(shape: ModelShape, settings: RunSettings, cparams: ContextParams) 
 def kv_tensor_bytes(
     shape: ModelShape, settings: RunSettings, cparams: ContextParams, il: int
 ) -> tuple[int, int]:
-    """Bytes of layer ``il``'s K and V tensors: row_size(type, n_embd_gqa) * cells * streams."""
+    """Bytes of layer ``il``'s K and V tensors: row_size(type, n_embd_gqa) * cells * streams
+    (MLA: no V tensor, V is a view of K)."""
     layer = shape.layers[il]
     cells = layer_cells(shape, settings, cparams, il) * cparams.n_stream
     n_embd_k = shape.head_dim_k * layer.n_head_kv
@@ -120,7 +124,7 @@ def kv_tensor_bytes(
         n_embd_v = shape.head_dim_v * shape.n_head_kv_max
     k = row_size(settings.type_k.ggml_type, n_embd_k) * cells
     v = row_size(settings.type_v.ggml_type, n_embd_v) * cells
-    return k, v
+    return k, 0 if shape.mla is not None else v
 
 
 def output_buffer_bytes(shape: ModelShape, cparams: ContextParams) -> int:

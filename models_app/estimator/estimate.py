@@ -20,7 +20,7 @@ from models_app.estimator.explain import explain
 from models_app.estimator.placement import CPU, Placement, layers_on, place_layers
 from models_app.estimator.result import DeviceEstimate, Estimate, Explanation, LayerAssignment
 from models_app.estimator.settings import GpuDevice, RunSettings, SplitMode
-from models_app.estimator.shape import INEXACT_COMPUTE_FACTOR, ModelShape, prepare
+from models_app.estimator.shape import INEXACT_COMPUTE_FACTOR, EstimatorError, ModelShape, prepare
 from models_app.estimator.weights import (
     CPU_ALIGNMENT,
     CUDA_ALIGNMENT,
@@ -43,6 +43,10 @@ def estimate(
     """
     settings = settings or RunSettings()
     shape = model if isinstance(model, ModelShape) else prepare(model)
+    if shape.mla is not None and settings.type_k is not settings.type_v:
+        raise EstimatorError(
+            "llama.cpp refuses different K and V cache types for an MLA model (V is part of K)"
+        )
     placement = place_layers(shape.n_layer, gpus, settings)
     cparams = context_params(settings, shape.n_ctx_train, causal=not shape.encoder)
     spec = reserve_spec(shape, settings, cparams)

@@ -22,6 +22,7 @@ from models_app.estimator.attention import (
     GraphSpec,
     attn_inputs,
     build_attn,
+    build_attn_k,
     kv_layer,
 )
 from models_app.estimator.ggml import (
@@ -144,7 +145,10 @@ class _Builder:
         return ggml.mul_mat(down, ggml.glu_split(gate, up))
 
     def shared_expert(self, cur: Tensor, il: int, moe_out: Tensor) -> Tensor:
-        """qwen2moe: moe_out + ffn_shexp(x) * sigmoid(gate_inp_shexp(x)) (silu(g) / g)."""
+        """qwen2moe: moe_out + ffn_shexp(x) * sigmoid(gate_inp_shexp(x)) (silu(g) / g);
+        deepseek2 and glm4moe: moe_out + ffn_shexp(x)."""
+        if self.shape.arch != "qwen2moe":  # deepseek2, glm4moe: ungated
+            return ggml.add(moe_out, self.ffn(cur, il, self.shape.layers[il].n_ff_shexp, "_shexp"))
         gate_inp = self.w(f"blk.{il}.ffn_gate_inp_shexp.weight", self.shape.n_embd, 1)
         logits = ggml.mul_mat(gate_inp, cur)
         gate = ggml.div(ggml.silu(logits), logits)
@@ -160,24 +164,47 @@ class _Builder:
         up_exps = self.w(prefix + "up_exps.weight", n_embd, layer.n_ff, n_expert)
         gate_exps = self.w(prefix + "gate_exps.weight", n_embd, layer.n_ff, n_expert)
         down_exps = self.w(prefix + "down_exps.weight", layer.n_ff, n_embd, n_expert)
-        up = ggml.mul_mat_id(up_exps, cur, selected)
+        up = self._expert_bias(ggml.mul_mat_id(up_exps, cur, selected), prefix + "up", selected)
         gate = ggml.mul_mat_id(gate_exps, cur, selected)
-        experts = ggml.mul(ggml.mul_mat_id(down_exps, ggml.glu_split(gate, up), selected), weights)
+        gate = self._expert_bias(gate, prefix + "gate", selected)
+        down = ggml.mul_mat_id(down_exps, ggml.glu_split(gate, up), selected)
+        experts = ggml.mul(self._expert_bias(down, prefix + "down", selected), weights)
         self.graph.expand(experts)
         return self._sum_experts(experts, n_tokens)
 
+    def _expert_bias(self, cur: Tensor, name: str, selected: Tensor) -> Tensor:
+        """gpt-oss: each chosen expert's bias added (``ggml_add_id``)."""
+        bias = name + "_exps.bias"
+        if bias not in self.shape.weight_types:
+            return cur
+        return ggml.add_id(cur, self.w(bias, cur.ne[0], self.shape.n_expert), selected)
+
     def _route(self, cur: Tensor, prefix: str) -> tuple[Tensor, Tensor]:
-        """Expert selection: top-k of the softmax gate, the chosen weights normalised
-        (``norm_w``; qwen2moe keeps them as they are)."""
+        """Expert selection: top-k of the softmax (or sigmoid) gate, plus deepseek2's
+        selection bias, the chosen weights normalised (``norm_w``; qwen2moe keeps them as
+        they are) and scaled (deepseek2's ``expert_weights_scale``)."""
         n_tokens, n_used, n_expert = cur.ne[1], self.shape.n_expert_used, self.shape.n_expert
+        traits = self.shape.traits
         gate_inp = self.w(prefix + "gate_inp.weight", self.shape.n_embd, n_expert)
-        probs = ggml.soft_max(ggml.mul_mat(gate_inp, cur))
-        selected = ggml.argsort_top_k(probs, n_used)
+        logits = ggml.mul_mat(gate_inp, cur)
+        if prefix + "gate_inp.bias" in self.shape.weight_types:
+            logits = ggml.add(logits, self.w(prefix + "gate_inp.bias", n_expert))
+        probs = _gating(logits, traits.moe_gating)
+        selection = probs
+        bias = prefix.removesuffix("ffn_") + "exp_probs_b.bias"
+        if bias in self.shape.weight_types:
+            selection = ggml.add(probs, self.w(bias, n_expert))
+        selected = ggml.argsort_top_k(selection, n_used)
         weights = ggml.get_rows(ggml.reshape(probs, 1, n_expert, n_tokens), selected)
-        if self.shape.traits.moe_norm_w:
+        if traits.moe_gating == "softmax_weight":
+            weights = ggml.soft_max(ggml.reshape(weights, n_used, n_tokens))
+            weights = ggml.reshape(weights, 1, n_used, n_tokens)
+        if traits.moe_norm_w:
             weights = ggml.reshape(weights, n_used, n_tokens)
             weights = ggml.div(weights, ggml.clamp(ggml.sum_rows(weights)))
             weights = ggml.reshape(weights, 1, n_used, n_tokens)
+        if traits.moe_w_scale:
+            weights = ggml.scale(weights)
         self.graph.expand(weights)
         return selected, weights
 
@@ -195,6 +222,8 @@ class _Builder:
     def attention(self, cur: Tensor, il: int) -> Tensor:
         """Q/K/V, their norms and RoPE, ``build_attn`` and the output projection."""
         shape, layer, plan = self.shape, self.shape.layers[il], self.plan
+        if shape.mla is not None:
+            return self.mla_attention(cur, il)
         q, k, v = self.qkv(cur, il)
         if layer.qk_norm:  # qwen3, gemma3: RMS norm of each head of Q and K before RoPE
             q = self.norm(q, f"blk.{il}.attn_q_norm.weight")
@@ -207,12 +236,58 @@ class _Builder:
             spec, inputs = self.spec_swa, self.attn_swa
         with ggml.on_device(plan.compute[il], plan.kv[il]):
             kv = kv_layer(spec, il, shape.head_dim_k, shape.head_dim_v, layer.n_head_kv)
-        options = AttnOptions(self.attn_swa is not None, shape.traits.attn_softcap)
+        sinks = f"blk.{il}.attn_sinks.weight"
+        sink = self.w(sinks, layer.n_head) if sinks in shape.weight_types else None
+        options = AttnOptions(self.attn_swa is not None, shape.traits.attn_softcap, sink)
         cur = build_attn(self.graph, inputs, kv, (q, k, v), spec, plan.core[il], options)
         cur = ggml.mul_mat(self.w(f"blk.{il}.attn_output.weight", cur.ne[0], shape.n_embd), cur)
         if layer.out_bias:
             cur = ggml.add(cur, self.w(f"blk.{il}.attn_output.bias", shape.n_embd))
         return cur
+
+    def mla_attention(self, cur: Tensor, il: int) -> Tensor:
+        """src/models/deepseek2.cpp's MLA branch: Q (through a LoRA or not) and the
+        compressed KV with its RoPE part; Q's no-RoPE part absorbed by ``wk_b``; one cached
+        head; ``wv_b`` decompresses the attention's output per head."""
+        shape, mla, plan = self.shape, self.shape.mla, self.plan
+        assert mla is not None
+        n_head, n_tokens, kv_lora = shape.layers[il].n_head, cur.ne[1], mla.kv_lora_rank
+        q = self._mla_q(cur, il, n_head)
+        kv_pe = ggml.mul_mat(
+            self.w(f"blk.{il}.attn_kv_a_mqa.weight", shape.n_embd, kv_lora + mla.n_rot), cur
+        )
+        row = kv_pe.nb[1]
+        kv_cmpr = ggml.view(kv_pe, (kv_lora, n_tokens), (row,))
+        k_pe = ggml.rope(ggml.view(kv_pe, (mla.n_rot, 1, n_tokens), (row, row)), self.pos)
+        kv_cmpr = self.norm(kv_cmpr, f"blk.{il}.attn_kv_a_norm.weight")
+        q_nope = ggml.view(q, (mla.head_k - mla.n_rot, n_head, n_tokens), q.nb[1:3])
+        q_pe = ggml.rope(ggml.view(q, (mla.n_rot, n_head, n_tokens), q.nb[1:3]), self.pos)
+        wk_b = self.w(f"blk.{il}.attn_k_b.weight", mla.head_k - mla.n_rot, kv_lora, n_head)
+        absorbed = ggml.mul_mat(wk_b, ggml.permute(q_nope, 0, 2, 1, 3))
+        q_cur = ggml.concat(ggml.permute(absorbed, 0, 2, 1, 3), q_pe)
+        kv_cmpr = ggml.reshape(kv_cmpr, kv_lora, 1, n_tokens)
+        k_cur = ggml.concat(kv_cmpr, k_pe)
+        with ggml.on_device(plan.compute[il], plan.kv[il]):
+            kv = kv_layer(self.spec, il, shape.head_dim_k, shape.head_dim_v, 1)
+        wv_b = self.w(f"blk.{il}.attn_v_b.weight", kv_lora, mla.head_v, n_head)
+        qkv = (q_cur, k_cur, kv_cmpr)
+        cur = build_attn_k(self.graph, self.attn, kv, qkv, self.spec, wv_b, plan.core[il])
+        return ggml.mul_mat(self.w(f"blk.{il}.attn_output.weight", cur.ne[0], shape.n_embd), cur)
+
+    def _mla_q(self, cur: Tensor, il: int, n_head: int) -> Tensor:
+        """Q of all heads, ``[head_k, n_head, n_tokens]``: ``wq``, or ``wq_b(norm(wq_a(x)))``."""
+        shape, mla = self.shape, self.shape.mla
+        assert mla is not None
+        width = n_head * mla.head_k
+        if mla.q_lora_rank:
+            q = ggml.mul_mat(
+                self.w(f"blk.{il}.attn_q_a.weight", shape.n_embd, mla.q_lora_rank), cur
+            )
+            q = self.norm(q, f"blk.{il}.attn_q_a_norm.weight")
+            q = ggml.mul_mat(self.w(f"blk.{il}.attn_q_b.weight", mla.q_lora_rank, width), q)
+        else:
+            q = ggml.mul_mat(self.w(f"blk.{il}.attn_q.weight", shape.n_embd, width), cur)
+        return ggml.reshape(q, mla.head_k, n_head, cur.ne[1])
 
     def layer(self, inp: Tensor, il: int) -> Tensor:
         """One decoder block of src/models/llama.cpp (qwen2.cpp is the same with biases)."""
@@ -221,11 +296,11 @@ class _Builder:
         layer = self.shape.layers[il]
         cur = self.attention(self.norm(inp, f"blk.{il}.attn_norm.weight"), il)
         residual = inp
-        if il == self.shape.n_layer - 1:
+        if il == self.shape.n_layer - 1 and not self.shape.traits.late_out_ids:
             cur = ggml.get_rows(cur, self.out_ids)
             residual = ggml.get_rows(residual, self.out_ids)
         ffn_inp = ggml.add(cur, residual)
-        normed = self.norm(ffn_inp, f"blk.{il}.ffn_norm.weight")
+        normed = self.norm(ffn_inp, f"blk.{il}.{self.shape.traits.ffn_norm}.weight")
         cur = self.moe(normed, il, layer) if layer.moe else self.ffn(normed, il, layer.n_ff)
         if layer.n_ff_shexp:
             cur = self.shared_expert(normed, il, cur)
@@ -249,6 +324,8 @@ class _Builder:
 
     def output(self, cur: Tensor) -> Tensor:
         shape = self.shape
+        if shape.traits.late_out_ids:  # gpt-oss
+            cur = ggml.get_rows(cur, self.out_ids)
         embd = self.norm(cur, "output_norm.weight")
         name = "token_embd.weight" if shape.tied_embeddings else "output.weight"
         logits = ggml.mul_mat(self.w(name, shape.n_embd, shape.n_vocab), embd)
@@ -259,6 +336,15 @@ class _Builder:
         embd.flags |= FLAG_OUTPUT
         logits.flags |= FLAG_OUTPUT
         return logits
+
+
+def _gating(logits: Tensor, gating: str) -> Tensor:
+    """The expert probabilities of ``build_moe_ffn``'s gating op."""
+    if gating == "sigmoid":
+        return ggml.sigmoid(logits)
+    if gating == "softmax_weight":  # the softmax comes after the top-k
+        return logits
+    return ggml.soft_max(logits)
 
 
 def build_graph(

@@ -266,6 +266,27 @@ def tanh(a: Tensor) -> Tensor:
     return Tensor(a.type, a.ne, "UNARY", (a,))
 
 
+def add_id(a: Tensor, b: Tensor, ids: Tensor) -> Tensor:
+    return Tensor(a.type, a.ne, "ADD_ID", (a, b, ids))
+
+
+def with_src(a: Tensor, extra: Tensor | None) -> Tensor:
+    """``a`` with one more source if ``extra`` is set (``ggml_*_add_sinks``)."""
+    if extra is not None:
+        a.src = (*a.src, extra)
+    return a
+
+
+def concat(a: Tensor, b: Tensor, dim: int = 0) -> Tensor:
+    ne = list(a.ne)
+    ne[dim] += b.ne[dim]
+    return Tensor(a.type, ne, "CONCAT", (a, b))
+
+
+def sigmoid(a: Tensor) -> Tensor:
+    return Tensor(a.type, a.ne, "UNARY", (a,))
+
+
 def rope(a: Tensor, pos: Tensor, freqs: Tensor | None = None) -> Tensor:
     return Tensor(a.type, a.ne, "ROPE", _present((a, pos), freqs))
 

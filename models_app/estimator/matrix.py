@@ -6,11 +6,16 @@ with tied embeddings, a deeper llama, qwen3 (Q/K norms, 128-wide heads wider tha
 n_embd / n_head, tied embeddings) and qwen3moe (8 experts, 2 used, experts narrower
 than its feed_forward_length), gemma2 (soft-capping, every other layer sliding-window),
 gemma3 (Q/K norms, five of six layers sliding-window), phi3 (fused QKV and gate-up,
-head_dim 96) and qwen2moe (a shared expert), each in F32, F16, Q8_0 and
-Q4_0. Settings: contexts from 256 to 8192, K/V caches f16 and q8_0 (a q8_0 V cache
+head_dim 96), qwen2moe (a shared expert), deepseek2 lite and full (multi-head latent
+attention without and with a Q LoRA, shared experts, a leading dense layer), glm4moe
+(attention biases, a post-attention norm, sigmoid-gated experts and a shared one) and
+gpt-oss (attention sinks, every other layer sliding-window, MXFP4 experts with biases),
+each in F32, F16, Q8_0 and Q4_0 (gpt-oss's experts always MXFP4). Settings: contexts
+from 256 to 8192, K/V caches f16 and q8_0 (a q8_0 V cache
 needs flash attention), 1 to 8 parallel sequences, flash attention on and off, mmap on
 and off, several batch sizes, ``swa_full`` on and off (it only changes iSWA models).
-Every model runs with every settings variant.
+Every model runs with every settings variant llama.cpp accepts for it (``supported``:
+an MLA model refuses K and V caches of different types).
 """
 
 from __future__ import annotations
@@ -130,6 +135,89 @@ ARCHES: dict[str, dict[str, Any]] = {
         "n_expert_used": 4,
         "n_ff_shexp": 704,
     },
+    # DeepSeek-V2-Lite-like: multi-head latent attention without a Q LoRA (heads of 128 + 64
+    # RoPE dims, V 128, one cached row of 160 + 64 per cell), a leading dense layer, 16
+    # experts of 192 (4 used, softmax gating) and 2 shared ones, untied output
+    "deepseek2-lite": {
+        "arch": "deepseek2",
+        "n_layer": 3,
+        "n_embd": 256,
+        "n_head": 4,
+        "key_length": 192,
+        "n_rot": 64,
+        "value_head": 128,
+        "kv_lora_rank": 160,
+        "n_ff": 768,
+        "n_ff_exp": 192,
+        "n_expert": 16,
+        "n_expert_used": 4,
+        "n_expert_shared": 2,
+        "n_dense_lead": 1,
+    },
+    # DeepSeek-V3-like: a Q LoRA of 96, sigmoid gating with the selection bias, normalised
+    # and scaled (2.5) expert weights, one shared expert, and a multi-token-prediction
+    # block (GLM-4.7-Flash's form: llama.cpp loads none of it)
+    "deepseek2": {
+        "arch": "deepseek2",
+        "n_layer": 3,
+        "n_embd": 256,
+        "n_head": 4,
+        "key_length": 192,
+        "n_rot": 64,
+        "value_head": 128,
+        "kv_lora_rank": 160,
+        "q_lora_rank": 96,
+        "n_nextn": 1,
+        "n_ff": 768,
+        "n_ff_exp": 128,
+        "n_expert": 16,
+        "n_expert_used": 4,
+        "n_expert_shared": 1,
+        "n_dense_lead": 1,
+        "gating": "sigmoid",
+        "expert_weights_norm": True,
+        "expert_weights_scale": 2.5,
+    },
+    # GLM-4.5-Air-like: head_dim 128 wider than n_embd / n_head with RoPE on half of it,
+    # 2 query heads per KV head, attention biases, a leading dense layer, 16 experts of
+    # 192 (4 used, sigmoid gating with the selection bias, normalised and scaled weights)
+    # and a shared one, untied output, a multi-token-prediction block as GLM-4.5 ships it
+    "glm4moe": {
+        "arch": "glm4moe",
+        "n_layer": 3,
+        "n_nextn": 1,
+        "n_embd": 256,
+        "n_head": 4,
+        "n_head_kv": 2,
+        "key_length": 128,
+        "n_rot": 64,
+        "n_ff": 768,
+        "n_ff_exp": 192,
+        "n_expert": 16,
+        "n_expert_used": 4,
+        "n_expert_shared": 1,
+        "n_dense_lead": 1,
+        "gating": "sigmoid",
+        "expert_weights_norm": True,
+        "expert_weights_scale": 2.5,
+    },
+    # gpt-oss-20b-like: heads of 64 (4096 wide for n_embd 2880: here 512 for 256), 4 query
+    # heads per KV head, attention biases and sinks, every other layer a sliding-window
+    # layer of 128, 16 MXFP4 experts of 256 with biases (4 used), untied output
+    "gpt-oss": {
+        "arch": "gpt-oss",
+        "n_layer": 4,
+        "n_embd": 256,
+        "n_head": 8,
+        "n_head_kv": 2,
+        "key_length": 64,
+        "n_ff": 256,
+        "n_ff_exp": 256,
+        "n_expert": 16,
+        "n_expert_used": 4,
+        "sliding_window": 128,
+        "expert_type": Q.MXFP4,
+    },
 }
 WEIGHT_TYPES = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
 Q8 = CacheType.Q8_0
@@ -179,11 +267,19 @@ class Case:
         return VARIANTS[self.variant]
 
 
+def supported(arch: str, variant: str) -> bool:
+    """Whether llama.cpp creates a context for the model with these settings: an MLA
+    model (deepseek2) wants the same K and V cache types (V is a view of K)."""
+    settings = VARIANTS[variant]
+    return ARCHES[arch].get("arch") != "deepseek2" or settings.type_k is settings.type_v
+
+
 def cases() -> Iterator[Case]:
     for arch in ARCHES:
         for weight_type in WEIGHT_TYPES:
             for variant in VARIANTS:
-                yield Case(arch, weight_type, variant)
+                if supported(arch, variant):
+                    yield Case(arch, weight_type, variant)
 
 
 def write_models(directory: Path) -> dict[str, Path]:

@@ -17,13 +17,23 @@ from models_app.gguf.values import MetaValue
 
 # graphs mirrored from src/models/*.cpp
 EXACT_ARCHITECTURES = frozenset(
-    {"llama", "qwen2", "qwen3", "qwen3moe", "qwen2moe", "gemma2", "gemma3", "phi3"}
-)
+    {
+        "llama", "qwen2", "qwen3", "qwen3moe", "qwen2moe", "gemma2", "gemma3", "phi3",
+        "deepseek2", "glm4moe", "gpt-oss",
+    }
+)  # fmt: skip
 # their loaders read no sliding window (the key is ignored; phi3 reads it and turns it off)
-NO_WINDOW_ARCHITECTURES = frozenset({"llama", "qwen2", "qwen3", "qwen3moe", "qwen2moe", "phi3"})
+NO_WINDOW_ARCHITECTURES = frozenset(
+    {"llama", "qwen2", "qwen3", "qwen3moe", "qwen2moe", "phi3", "deepseek2", "glm4moe"}
+)
+# shared experts added to the routed ones: behind a sigmoid gate (qwen2moe) or as they are
+SHARED_EXPERT_ARCHITECTURES = frozenset({"qwen2moe", "deepseek2", "glm4moe"})
+# llm_expert_gating_func_type (expert_gating_func); 0, the key missing, is each loader's default
+GATING_FUNCS = {1: "softmax", 2: "sigmoid"}
+DEFAULT_GATING = {"deepseek2": "softmax", "glm4moe": "sigmoid"}
 # load_swa_pattern's default per architecture when the file has no sliding_window_pattern,
 # and the window gemma2 assumes without the key (llama_model_gemma2::load_arch_hparams)
-SWA_PATTERNS = {"gemma2": 2, "gemma3": 6}
+SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "gpt-oss": 2}
 DEFAULT_WINDOWS = {"gemma2": 4096}
 GEMMA_ARCHITECTURES = frozenset({"gemma2", "gemma3"})
 # the compute buffer of an architecture without an exact graph: its llama-like replay
@@ -89,6 +99,25 @@ class GraphTraits:
     fused_up: bool = False  # phi3: ffn_up is gate and up in one (2 x n_ff wide), then SWIGLU
     residual_first: bool = False  # phi3: the block's last add is add(residual, ffn out)
     moe_norm_w: bool = True  # build_moe_ffn's norm_w (qwen2moe: the top-k weights as they are)
+    # build_moe_ffn's gating_op: softmax, sigmoid (deepseek2) or softmax_weight (gpt-oss:
+    # the softmax over the chosen experts' logits)
+    moe_gating: str = "softmax"
+    moe_w_scale: bool = False  # deepseek2: the expert weights scaled (expert_weights_scale)
+    ffn_norm: str = "ffn_norm"  # the norm before the FFN (glm4moe: post_attention_norm)
+    late_out_ids: bool = False  # gpt-oss: the output rows picked after the last layer
+
+
+@dataclass(frozen=True, slots=True)
+class Mla:
+    """deepseek2's multi-head latent attention (``hparams.is_mla()``): one cached head of
+    ``kv_lora_rank + n_rot`` (``head_dim_k``) per cell, V a view of its first
+    ``kv_lora_rank`` values; queries absorbed into that space and back (``wk_b``, ``wv_b``)."""
+
+    q_lora_rank: int  # 0: one attn_q (lite), else attn_q_a, its norm and attn_q_b
+    kv_lora_rank: int
+    n_rot: int  # RoPE dims of a head (rope.dimension_count)
+    head_k: int  # a decompressed head: key_length_mla (no-RoPE part + n_rot)
+    head_v: int  # value_length_mla
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +145,7 @@ class ModelShape:
     encoder: bool = False  # no KV cache: attention over the ubatch only (NO_CACHE_ARCHITECTURES)
     recurrent_bytes: int = 0  # a bound on one layer's recurrent state per sequence (inexact only)
     traits: GraphTraits = GraphTraits()
+    mla: Mla | None = None  # deepseek2: the KV cache holds K only (V is a view of it)
     # worked out from the above: the most KV heads of a layer, whether a layer uses SWA,
     # and per layer its weights' types (name after "blk.N.", type), sorted
     n_head_kv_max: int = field(init=False)
@@ -160,15 +190,18 @@ def prepare(facts: ModelFacts) -> ModelShape:
 
 
 def build_shape(facts: ModelFacts) -> ModelShape:
-    by_name = {info.name: info for info in facts.tensors}
     notes: list[str] = []
     arch = facts.architecture
     if arch not in EXACT_ARCHITECTURES:
         notes.append(inexact_note(arch, _no_cache(facts)))
-    n_layer = _n_layer(facts)
+    n_layer = _n_layer(facts) - _n_nextn(facts)
+    tensors = _loaded(facts.tensors, n_layer)
+    by_name = {info.name: info for info in tensors}
     n_embd = facts.embedding_length or _dim(by_name, "token_embd.weight", 0)
     n_vocab = _n_vocab(facts, by_name)
     head_dim_k, head_dim_v = _head_dims(facts, n_embd)
+    mla = _mla(facts, by_name, notes)
+    notes.extend(_unmodelled(facts))
     layers = tuple(_layer(facts, by_name, il, n_embd, head_dim_k, notes) for il in range(n_layer))
     if arch not in EXACT_ARCHITECTURES:
         layers = _attention_everywhere(layers)
@@ -188,13 +221,71 @@ def build_shape(facts: ModelFacts) -> ModelShape:
         layers=layers,
         tied_embeddings="output.weight" not in by_name,
         output_bias="output.bias" in by_name,
-        weights=tuple(_weight(info, n_layer) for info in facts.tensors),
-        weight_types={info.name: info.ggml_type for info in facts.tensors},
+        weights=tuple(_weight(info, n_layer) for info in tensors),
+        weight_types={info.name: info.ggml_type for info in tensors},
         uniform=all(layer == layers[0] for layer in layers),
         encoder=_no_cache(facts),
         recurrent_bytes=0 if arch in EXACT_ARCHITECTURES else _recurrent_bytes(facts),
         traits=_traits(facts),
+        mla=mla,
     )
+
+
+def _n_nextn(facts: ModelFacts) -> int:
+    """deepseek2's and glm4moe's multi-token-prediction blocks: counted in block_count,
+    after the decoder's; llama.cpp loads none of their tensors (``load_mtp`` off), makes
+    no cache for them and leaves them out of the graph."""
+    return _int_key(facts, "nextn_predict_layers") if facts.architecture in DEFAULT_GATING else 0
+
+
+def _loaded(tensors: tuple[TensorInfo, ...], n_layer: int) -> tuple[TensorInfo, ...]:
+    """The tensors llama.cpp loads: none of a block past the decoder's ``n_layer``."""
+    return tuple(
+        info
+        for info in tensors
+        if not ((match := _BLOCK.match(info.name)) and int(match.group(1)) >= n_layer)
+    )
+
+
+def _mla(facts: ModelFacts, by_name: dict[str, TensorInfo], notes: list[str]) -> Mla | None:
+    """deepseek2's latent attention as llama_model_deepseek2 loads it, and the notes for
+    the forms of it without an exact graph."""
+    if facts.architecture != "deepseek2":
+        return None
+    head_k = _int_key(facts, "attention.key_length_mla")
+    head_v = _int_key(facts, "attention.value_length_mla")
+    if not (head_k and head_v and "blk.0.attn_k_b.weight" in by_name):
+        notes.append("deepseek2 without split attn_k_b/attn_v_b (MLA) has no exact graph")
+        return None
+    q_a = by_name.get("blk.0.attn_q_a.weight")  # its rows: the Q LoRA's rank
+    return Mla(
+        q_lora_rank=q_a.shape[1] if q_a is not None and len(q_a.shape) >= 2 else 0,
+        kv_lora_rank=_int_key(facts, "attention.kv_lora_rank"),
+        n_rot=_int_key(facts, "rope.dimension_count") or head_k,
+        head_k=head_k,
+        head_v=head_v,
+    )
+
+
+def _unmodelled(facts: ModelFacts) -> list[str]:
+    """Notes for the parts of deepseek2 and glm4moe files that have no exact graph."""
+    arch = facts.architecture
+    if arch not in DEFAULT_GATING:
+        return []
+    notes = []
+    unmodelled = {
+        "expert_group_count": "grouped expert selection",
+        "attention.temperature_scale": "attention temperature scaling",
+        "rope.dimension_sections": "multi-section RoPE",
+    }
+    for key, what in unmodelled.items():
+        value = facts.metadata.get(f"{arch}.{key}")
+        limit = 1 if key == "expert_group_count" else 0
+        if isinstance(value, list) or (isinstance(value, (int, float)) and value > limit):
+            notes.append(f"{arch} with {what} has no exact graph")
+    if _gating(facts) == "other":
+        notes.append(f"{arch} with this expert gating function has no exact graph")
+    return notes
 
 
 def _traits(facts: ModelFacts) -> GraphTraits:
@@ -203,6 +294,21 @@ def _traits(facts: ModelFacts) -> GraphTraits:
         return GraphTraits(q_scale=True, fused_up=True, residual_first=True)
     if arch == "qwen2moe":
         return GraphTraits(moe_norm_w=False)
+    if arch == "gpt-oss":
+        return GraphTraits(
+            moe_norm_w=False,
+            moe_gating="softmax_weight",
+            ffn_norm="post_attention_norm",
+            late_out_ids=True,
+        )
+    if arch in DEFAULT_GATING:
+        scale = facts.metadata.get(f"{arch}.expert_weights_scale")
+        return GraphTraits(
+            moe_norm_w=facts.metadata.get(f"{arch}.expert_weights_norm") is True,
+            moe_gating=_gating(facts),
+            moe_w_scale=isinstance(scale, (int, float)) and scale not in (0.0, 1.0),
+            ffn_norm="post_attention_norm" if arch == "glm4moe" else "ffn_norm",
+        )
     if arch not in GEMMA_ARCHITECTURES:
         return GraphTraits()
     final_cap = facts.metadata.get(f"{arch}.final_logit_softcapping")
@@ -213,6 +319,12 @@ def _traits(facts: ModelFacts) -> GraphTraits:
         attn_softcap=arch == "gemma2",  # gemma2 caps always (its default cap is 30)
         final_softcap=arch == "gemma2" or bool(final_cap),
     )
+
+
+def _gating(facts: ModelFacts) -> str:
+    """build_moe_ffn's gating_op for deepseek2 and glm4moe ("other": not modelled)."""
+    func = _int_key(facts, "expert_gating_func")
+    return GATING_FUNCS.get(func, "other") if func else DEFAULT_GATING[facts.architecture]
 
 
 def _int_key(facts: ModelFacts, key: str) -> int:
@@ -345,7 +457,8 @@ def _layer(
     if not n_ff:
         n_ff = _ffn_width(by_name, prefix, moe)
     fused_qkv = prefix + "attn_qkv.weight" in by_name and facts.architecture == "phi3"
-    if prefix + "attn_q.weight" not in by_name and not fused_qkv:
+    mla = facts.architecture == "deepseek2"  # its attention tensors are read by _mla
+    if prefix + "attn_q.weight" not in by_name and not fused_qkv and not mla:
         notes.append("the attention tensors are not attn_q/attn_k/attn_v; shapes are inferred")
     return LayerShape(
         n_head=n_head,
@@ -362,10 +475,10 @@ def _layer(
 
 
 def _shared_expert_width(facts: ModelFacts, by_name: dict[str, TensorInfo], prefix: str) -> int:
-    """qwen2moe's shared expert (behind ffn_gate_inp_shexp); other architectures' shared
-    experts are built otherwise and are not modelled."""
+    """qwen2moe's shared expert (behind ffn_gate_inp_shexp), deepseek2's (its shared
+    experts as one FFN); other architectures' are built otherwise and are not modelled."""
     info = by_name.get(prefix + "ffn_up_shexp.weight")
-    if facts.architecture != "qwen2moe" or info is None or len(info.shape) < 2:
+    if facts.architecture not in SHARED_EXPERT_ARCHITECTURES or info is None or len(info.shape) < 2:
         return 0
     return info.shape[1]
 

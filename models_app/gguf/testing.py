@@ -1,6 +1,8 @@
 """Tiny but real GGUF models for tests: llama, qwen2, qwen3, llama-style MoE (Mixtral), qwen3moe,
 gemma2 and gemma3 (post-norms, soft-capping, sliding-window layers), phi3 (fused QKV and
-gate-up), qwen2moe (shared expert), and embedding and
+gate-up), qwen2moe (shared expert), deepseek2 (multi-head latent attention, lite and
+with a Q LoRA, shared experts, leading dense layers), glm4moe, gpt-oss (MXFP4 experts,
+attention sinks, sliding-window layers), and embedding and
 reranker models (qwen3 and bert with a pooling type).
 
 The files carry the metadata llama.cpp needs to load them (hyperparameters, a
@@ -27,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, PoolingType, TokenType
+from gguf import (
+    ExpertGatingFuncType,
+    GGMLQuantizationType,
+    GGUFWriter,
+    LlamaFileType,
+    PoolingType,
+    TokenType,
+)
 from gguf.quants import quant_shape_to_byte_shape, quantize
 
 Q = GGMLQuantizationType
@@ -57,6 +66,9 @@ ARCHITECTURES = (
     "gemma3",
     "phi3",
     "qwen2moe",
+    "deepseek2",
+    "glm4moe",
+    "gpt-oss",
 )  # mistral3: llama's tensors
 GEMMA = ("gemma2", "gemma3")
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
@@ -102,6 +114,26 @@ class TinyModelSpec:
     ``arch="qwen2moe"``: qwen2's attention (biases) with experts of ``n_ff`` and a shared
     expert of ``n_ff_shexp`` behind a sigmoid gate.
 
+    ``arch="deepseek2"``: multi-head latent attention as current converters write it
+    (``attn_k_b``/``attn_v_b`` split): ``kv_lora_rank`` wide compressed K/V plus ``n_rot``
+    RoPE dims (one cached row of ``kv_lora_rank + n_rot`` per cell), heads of
+    ``key_length`` (no-RoPE part ``key_length - n_rot``) and ``value_head`` values;
+    ``q_lora_rank`` 0 is the lite variant (one ``attn_q``). The first ``n_dense_lead``
+    layers have a dense FFN of ``n_ff``, the others ``n_expert`` experts of ``n_ff_exp``
+    and ``n_expert_shared`` shared ones (one ungated FFN ``n_ff_exp * n_expert_shared``
+    wide); ``gating`` ``"sigmoid"`` adds V3's selection bias ``exp_probs_b``.
+
+    ``arch="glm4moe"``: GLM-4.5's blocks: attention biases, RoPE on ``n_rot`` of each
+    ``key_length`` head, one norm after attention (``post_attention_norm``), then the
+    FFN as deepseek2's (``n_dense_lead`` dense layers, experts of ``n_ff_exp``,
+    ``n_expert_shared`` shared ones, sigmoid gating with ``exp_probs_b``). For both,
+    ``n_nextn`` adds that many multi-token-prediction blocks after the ``n_layer`` (a
+    decoder block plus ``nextn.*``; ``block_count`` counts them, llama.cpp skips them).
+
+    ``arch="gpt-oss"``: attention biases and sinks, an output bias, one norm after
+    attention, ``n_expert`` experts of ``n_ff_exp`` with biases (in ``expert_type``,
+    MXFP4 as OpenAI ships them), every other layer sliding-window (``sliding_window``).
+
     ``arch="bert"`` is an encoder (non-causal, WordPiece vocabulary, learned positions
     for ``n_ctx_train`` tokens, every head its own K/V: ``n_head_kv`` is ignored).
     ``pooling`` writes ``{arch}.pooling_type``; ``"rank"`` (qwen3 and bert only) adds
@@ -137,6 +169,19 @@ class TinyModelSpec:
     attn_softcap: float | None = None  # attn_logit_softcapping (gemma2)
     final_softcap: float | None = None  # final_logit_softcapping (gemma2, gemma3)
     n_ff_shexp: int = 0  # expert_shared_feed_forward_length (qwen2moe's shared expert)
+    # deepseek2 (multi-head latent attention)
+    q_lora_rank: int = 0  # attention.q_lora_rank (0: lite, one attn_q)
+    kv_lora_rank: int = 0  # attention.kv_lora_rank
+    n_rot: int | None = None  # rope.dimension_count; default the head size
+    value_head: int | None = None  # attention.value_length_mla
+    n_ff_exp: int = 0  # expert_feed_forward_length
+    n_expert_shared: int = 0  # expert_shared_count
+    n_dense_lead: int = 0  # leading_dense_block_count
+    gating: str = "softmax"  # expert_gating_func: softmax or sigmoid (with exp_probs_b)
+    expert_weights_norm: bool = False
+    expert_weights_scale: float = 1.0
+    expert_type: GGMLQuantizationType | None = None  # *_exps; default weight_type (gpt-oss)
+    n_nextn: int = 0  # nextn_predict_layers: MTP blocks after the n_layer (deepseek2, glm4moe)
 
     @property
     def head_dim(self) -> int:
@@ -200,9 +245,25 @@ def _check_spec(spec: TinyModelSpec) -> None:
         raise ValueError("qwen2moe needs n_expert, n_expert_used and n_ff_shexp")
     if spec.arch in ("phi3", "qwen2moe") and spec.key_length is not None:
         raise ValueError(f"llama.cpp's {spec.arch} wants n_embd / n_head heads")
+    if spec.arch == "gpt-oss" and not (spec.n_expert and spec.n_ff_exp and spec.sliding_window):
+        raise ValueError("gpt-oss needs n_expert, n_expert_used, n_ff_exp and sliding_window")
+    if spec.n_nextn and spec.arch not in ("deepseek2", "glm4moe"):
+        raise ValueError("n_nextn: only deepseek2 and glm4moe have multi-token-prediction blocks")
+    if spec.arch == "glm4moe" and not (spec.n_expert and spec.n_ff_exp and spec.n_expert_shared):
+        raise ValueError("glm4moe needs n_expert, n_expert_used, n_ff_exp and n_expert_shared")
+    if spec.arch == "deepseek2" and not _mla_complete(spec):
+        raise ValueError(
+            "deepseek2 needs kv_lora_rank, key_length, n_rot, value_head, n_expert, "
+            "n_ff_exp and n_expert_shared"
+        )
     if spec.arch == "bert" and spec.key_length is not None:
         raise ValueError("bert's head size is n_embd / n_head: leave key_length unset")
     _check_pooling(spec)
+
+
+def _mla_complete(spec: TinyModelSpec) -> bool:
+    needed = (spec.kv_lora_rank, spec.key_length, spec.n_rot, spec.value_head, spec.n_expert)
+    return all(needed) and bool(spec.n_ff_exp and spec.n_expert_shared)
 
 
 def _check_pooling(spec: TinyModelSpec) -> None:
@@ -218,7 +279,7 @@ def _add_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
     writer.add_name(spec.name)
     writer.add_context_length(spec.n_ctx_train)
     writer.add_embedding_length(spec.n_embd)
-    writer.add_block_count(spec.n_layer)
+    writer.add_block_count(spec.n_layer + spec.n_nextn)
     if spec.arch in ("qwen3moe", "qwen2moe"):  # a dense width llama.cpp never uses for them
         writer.add_feed_forward_length(spec.per_layer(spec.n_ff, 0) * spec.n_expert_used)
     else:
@@ -237,10 +298,13 @@ def _add_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
 
 
 def _add_decoder_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
+    if spec.arch == "deepseek2":
+        _add_mla_hparams(writer, spec)
+        return
     writer.add_head_count_kv(spec.n_head_kv)
     writer.add_layer_norm_rms_eps(spec.rms_eps)
     writer.add_rope_freq_base(spec.rope_freq_base)
-    writer.add_rope_dimension_count(spec.head_dim)
+    writer.add_rope_dimension_count(spec.n_rot or spec.head_dim)
     if spec.arch in ("qwen3", "qwen3moe", *GEMMA) or spec.key_length is not None:
         writer.add_key_length(spec.head_dim)
         writer.add_value_length(spec.head_dim)
@@ -251,12 +315,49 @@ def _add_decoder_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
         writer.add_expert_feed_forward_length(spec.per_layer(spec.n_ff, 0))
     if spec.n_ff_shexp:
         writer.add_expert_shared_feed_forward_length(spec.n_ff_shexp)
+    if spec.arch == "glm4moe":
+        _add_shared_moe_hparams(writer, spec)
+    if spec.arch == "gpt-oss":
+        writer.add_expert_feed_forward_length(spec.n_ff_exp)
     if spec.sliding_window is not None:
         writer.add_sliding_window(spec.sliding_window)
     if spec.attn_softcap is not None:
         writer.add_attn_logit_softcapping(spec.attn_softcap)
     if spec.final_softcap is not None:
         writer.add_final_logit_softcapping(spec.final_softcap)
+
+
+def _add_mla_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
+    """deepseek2's keys as convert_hf_to_gguf.py writes them for MLA: the cache's head
+    (one, ``kv_lora_rank + n_rot`` wide, V its first ``kv_lora_rank``) as key/value_length,
+    the decompressed heads as key/value_length_mla."""
+    assert spec.n_rot is not None and spec.value_head is not None
+    writer.add_head_count_kv(1)
+    writer.add_layer_norm_rms_eps(spec.rms_eps)
+    writer.add_rope_freq_base(spec.rope_freq_base)
+    writer.add_rope_dimension_count(spec.n_rot)
+    writer.add_key_length(spec.kv_lora_rank + spec.n_rot)
+    writer.add_value_length(spec.kv_lora_rank)
+    writer.add_key_length_mla(spec.head_dim)
+    writer.add_value_length_mla(spec.value_head)
+    writer.add_q_lora_rank(spec.q_lora_rank)
+    writer.add_kv_lora_rank(spec.kv_lora_rank)
+    writer.add_expert_count(spec.n_expert)
+    writer.add_expert_used_count(spec.n_expert_used)
+    _add_shared_moe_hparams(writer, spec)
+
+
+def _add_shared_moe_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
+    """deepseek2's and glm4moe's experts: leading dense layers, shared experts, gating,
+    and their multi-token-prediction blocks."""
+    if spec.n_nextn:
+        writer.add_nextn_predict_layers(spec.n_nextn)
+    writer.add_leading_dense_block_count(spec.n_dense_lead)
+    writer.add_expert_feed_forward_length(spec.n_ff_exp)
+    writer.add_expert_shared_count(spec.n_expert_shared)
+    writer.add_expert_weights_scale(spec.expert_weights_scale)
+    writer.add_expert_weights_norm(spec.expert_weights_norm)
+    writer.add_expert_gating_func(ExpertGatingFuncType[spec.gating.upper()])
 
 
 def _add_pooling(writer: GGUFWriter, spec: TinyModelSpec) -> None:
@@ -384,9 +485,11 @@ def model_tensors(spec: TinyModelSpec) -> Iterator[tuple[str, tuple[int, ...], Q
         return
     embd_type = spec.embedding_type or spec.weight_type
     yield "token_embd.weight", (spec.n_embd, spec.n_vocab), embd_type
-    for layer in range(spec.n_layer):
+    for layer in range(spec.n_layer + spec.n_nextn):
         for name, ne, qtype in _block_tensors(spec, layer):
             yield f"blk.{layer}.{name}", ne, qtype
+        if layer >= spec.n_layer:
+            yield from _nextn_tensors(spec, layer)
     yield "output_norm.weight", (spec.n_embd,), Q.F32
     if not spec.tied_embeddings:
         yield "output.weight", (spec.n_embd, spec.n_vocab), spec.output_type or spec.weight_type
@@ -395,6 +498,12 @@ def model_tensors(spec: TinyModelSpec) -> Iterator[tuple[str, tuple[int, ...], Q
 
 
 def _block_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    if spec.arch == "deepseek2":
+        yield from _mla_block_tensors(spec, layer)
+        return
+    if spec.arch == "gpt-oss":
+        yield from _gpt_oss_block_tensors(spec)
+        return
     embd, wtype = spec.n_embd, spec.weight_type
     q_dim = spec.n_head * spec.head_dim
     kv_dim = spec.per_layer(spec.n_head_kv, layer) * spec.head_dim
@@ -405,7 +514,7 @@ def _block_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple
         yield "attn_q.weight", (embd, q_dim), wtype
         yield "attn_k.weight", (embd, kv_dim), wtype
         yield "attn_v.weight", (embd, kv_dim), wtype
-    if spec.arch in ("qwen2", "qwen2moe"):
+    if spec.arch in ("qwen2", "qwen2moe", "glm4moe"):
         yield "attn_q.bias", (q_dim,), Q.F32
         yield "attn_k.bias", (kv_dim,), Q.F32
         yield "attn_v.bias", (kv_dim,), Q.F32
@@ -413,12 +522,89 @@ def _block_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple
         yield "attn_q_norm.weight", (spec.head_dim,), Q.F32
         yield "attn_k_norm.weight", (spec.head_dim,), Q.F32
     yield "attn_output.weight", (q_dim, embd), wtype
-    if spec.arch in GEMMA:
+    if spec.arch in (*GEMMA, "glm4moe"):
         yield "post_attention_norm.weight", (embd,), Q.F32
+    if spec.arch == "glm4moe":  # its only norm before the FFN is post_attention_norm
+        yield from _shared_moe_tensors(spec, layer)
+        return
     yield "ffn_norm.weight", (embd,), Q.F32
     yield from _ffn_tensors(spec, layer)
     if spec.arch in GEMMA:
         yield "post_ffw_norm.weight", (embd,), Q.F32
+
+
+def _nextn_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    """A multi-token-prediction block's own tensors (after its decoder block's)."""
+    embd = spec.n_embd
+    yield f"blk.{layer}.nextn.eh_proj.weight", (2 * embd, embd), spec.weight_type
+    for name in ("enorm", "hnorm", "shared_head_norm"):
+        yield f"blk.{layer}.nextn.{name}.weight", (embd,), Q.F32
+
+
+def _gpt_oss_block_tensors(spec: TinyModelSpec) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    """gpt-oss's block (llama_model_openai_moe::load_arch_tensors)."""
+    embd, wtype, n_head = spec.n_embd, spec.weight_type, spec.n_head
+    q_dim, kv_dim = n_head * spec.head_dim, spec.per_layer(spec.n_head_kv, 0) * spec.head_dim
+    yield "attn_norm.weight", (embd,), Q.F32
+    for role, width in (("q", q_dim), ("k", kv_dim), ("v", kv_dim)):
+        yield f"attn_{role}.weight", (embd, width), wtype
+        yield f"attn_{role}.bias", (width,), Q.F32
+    yield "attn_output.weight", (q_dim, embd), wtype
+    yield "attn_output.bias", (embd,), Q.F32
+    yield "attn_sinks.weight", (n_head,), Q.F32
+    yield "post_attention_norm.weight", (embd,), Q.F32
+    n_exp, n_ff, etype = spec.n_expert, spec.n_ff_exp, spec.expert_type or wtype
+    yield "ffn_gate_inp.weight", (embd, n_exp), Q.F32
+    yield "ffn_gate_inp.bias", (n_exp,), Q.F32
+    yield "ffn_gate_exps.weight", (embd, n_ff, n_exp), etype
+    yield "ffn_gate_exps.bias", (n_ff, n_exp), Q.F32
+    yield "ffn_down_exps.weight", (n_ff, embd, n_exp), etype
+    yield "ffn_down_exps.bias", (embd, n_exp), Q.F32
+    yield "ffn_up_exps.weight", (embd, n_ff, n_exp), etype
+    yield "ffn_up_exps.bias", (n_ff, n_exp), Q.F32
+
+
+def _mla_block_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    """deepseek2's block (llama_model_deepseek2::load_arch_tensors, MLA with k_b/v_b)."""
+    assert spec.n_rot is not None and spec.value_head is not None
+    embd, wtype, n_head = spec.n_embd, spec.weight_type, spec.n_head
+    q_lora, kv_lora, nope = spec.q_lora_rank, spec.kv_lora_rank, spec.head_dim - spec.n_rot
+    yield "attn_norm.weight", (embd,), Q.F32
+    if q_lora:
+        yield "attn_q_a_norm.weight", (q_lora,), Q.F32
+    yield "attn_kv_a_norm.weight", (kv_lora,), Q.F32
+    if q_lora:
+        yield "attn_q_a.weight", (embd, q_lora), wtype
+        yield "attn_q_b.weight", (q_lora, n_head * spec.head_dim), wtype
+    else:
+        yield "attn_q.weight", (embd, n_head * spec.head_dim), wtype
+    yield "attn_kv_a_mqa.weight", (embd, kv_lora + spec.n_rot), wtype
+    yield "attn_k_b.weight", (nope, kv_lora, n_head), wtype
+    yield "attn_v_b.weight", (kv_lora, spec.value_head, n_head), wtype
+    yield "attn_output.weight", (n_head * spec.value_head, embd), wtype
+    yield "ffn_norm.weight", (embd,), Q.F32
+    yield from _shared_moe_tensors(spec, layer)
+
+
+def _shared_moe_tensors(
+    spec: TinyModelSpec, layer: int
+) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    """deepseek2's and glm4moe's FFN: dense in the leading layers, else routed experts
+    (with the selection bias of sigmoid gating) and the shared ones as one FFN."""
+    embd, wtype = spec.n_embd, spec.weight_type
+    if layer < spec.n_dense_lead:
+        yield from _ffn_tensors(replace(spec, n_expert=0), layer)
+        return
+    n_exp, n_ff, n_shexp = spec.n_expert, spec.n_ff_exp, spec.n_ff_exp * spec.n_expert_shared
+    yield "ffn_gate_inp.weight", (embd, n_exp), Q.F32
+    if spec.gating == "sigmoid":
+        yield "exp_probs_b.bias", (n_exp,), Q.F32
+    yield "ffn_gate_exps.weight", (embd, n_ff, n_exp), wtype
+    yield "ffn_down_exps.weight", (n_ff, embd, n_exp), wtype
+    yield "ffn_up_exps.weight", (embd, n_ff, n_exp), wtype
+    yield "ffn_gate_shexp.weight", (embd, n_shexp), wtype
+    yield "ffn_down_shexp.weight", (n_shexp, embd), wtype
+    yield "ffn_up_shexp.weight", (embd, n_shexp), wtype
 
 
 def _ffn_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple[int, ...], Q]]:

@@ -38,6 +38,10 @@ CASES: dict[str, dict[str, Any]] = {
     "gemma3-q4_0": {**ARCHES["gemma3"], "weight_type": Q.Q4_0},
     "phi3-f16": {**ARCHES["phi3"], "weight_type": Q.F16},
     "qwen2moe-q8_0": {**ARCHES["qwen2moe"], "weight_type": Q.Q8_0},
+    "deepseek2-lite-f16": {**ARCHES["deepseek2-lite"], "weight_type": Q.F16},
+    "deepseek2-q8_0": {**ARCHES["deepseek2"], "weight_type": Q.Q8_0},
+    "glm4moe-q4_0": {**ARCHES["glm4moe"], "weight_type": Q.Q4_0},
+    "gpt-oss-q8_0": {**ARCHES["gpt-oss"], "weight_type": Q.Q8_0},  # MXFP4 experts
 }
 
 
