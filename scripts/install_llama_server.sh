@@ -7,12 +7,17 @@
 # the backend runs the same llama.cpp and ggml that the estimator follows and that
 # llama_cpp.server (the other backend) links. About 13 minutes on 2 cores, once per
 # flavour and version; the binary is kept outside the repository:
-#   ${XDG_CACHE_HOME:-$HOME/.cache}/gpufleet/llama-server/<flavour>-<version>/llama-server
+#   ${XDG_CACHE_HOME:-$HOME/.cache}/gpufleet/llama-server/<flavour>-<version>-threadpool/llama-server
 # and copied to PYTHON's bin directory, where gpufleet looks for it
 # (GPUFLEET_LLAMA_SERVER names another one). Offline: no web UI assets, no downloads
 # besides the sdist (pip's cache or the package index).
 # Flavour "cuda" only where `nvidia-smi -L` lists a GPU, else "cpu"; GGML_NATIVE=OFF
 # as for the wheel (a native build crashes on quantized models on some CPUs).
+# GGML_OPENMP=OFF: ggml's own thread pool instead of OpenMP. With OpenMP every graph
+# node ends in an `omp barrier`; with OMP_WAIT_POLICY=passive (needed on a busy machine,
+# else idle servers spin) each one is a futex sleep and wake, which made a small model
+# decode 4x slower on 2 cores (193 against 809 tok/s, docs/benchmarks.md). ggml's pool
+# spins briefly at its barriers and sleeps when idle (0.1 % of a core).
 set -euo pipefail
 
 python=${1:-.venv/bin/python}
@@ -28,7 +33,8 @@ else
   cmake_args=()
 fi
 
-cache_dir=${XDG_CACHE_HOME:-$HOME/.cache}/gpufleet/llama-server/$flavour-$version
+# "-threadpool": built without OpenMP (a cache from before that change is not reused).
+cache_dir=${XDG_CACHE_HOME:-$HOME/.cache}/gpufleet/llama-server/$flavour-$version-threadpool
 binary=$cache_dir/llama-server
 bin_dir=$(dirname "$python")
 
@@ -42,6 +48,7 @@ if [ ! -x "$binary" ]; then
   tar -xzf "$work"/llama_cpp_python-"$version".tar.gz -C "$work"
   source_dir=$work/llama_cpp_python-$version/vendor/llama.cpp
   cmake -S "$source_dir" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
+    -DGGML_OPENMP=OFF \
     -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF \
     ${cmake_args[@]+"${cmake_args[@]}"} >"$work/cmake.log" 2>&1 \
