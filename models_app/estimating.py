@@ -42,6 +42,7 @@ from models_app.estimator import (
 from models_app.estimator.explain import ranges
 from models_app.fetch_guard import FetchRefused, check_url
 from models_app.gguf import GGUFError, ModelFacts, load_model_facts, shard_locations
+from models_app.transfer import UnsafePath, resolve_inside_any
 from models_app.transfer.sources import hub_endpoint as transfer_hub_endpoint
 
 FACTS_CACHE_SIZE = 32
@@ -160,15 +161,16 @@ def local_models(limit: int = 200) -> list[str]:
 
 
 def inside_storage_root(path: str) -> Path:
-    """``path`` resolved (symlinks too), refused unless it is a file inside a storage root."""
-    roots = [Path(root).resolve() for root in settings.GPUFLEET_STORAGE_ROOTS]
-    candidate = Path(path)
-    if not candidate.is_absolute():
-        candidate = roots[0] / candidate
-    resolved = candidate.resolve()
-    if not any(resolved.is_relative_to(root) for root in roots):
-        shown = ", ".join(str(root) for root in roots)
-        raise EstimateInputError("path", f"The file must lie inside a storage root ({shown}).")
+    """``path`` resolved (symlinks too), refused unless it is a file inside a storage root.
+    The same guard as a download's destination (``transfer.resolve_inside_any``): a
+    relative path is taken in the first root, ``..`` is refused outright."""
+    try:
+        resolved = resolve_inside_any(settings.GPUFLEET_STORAGE_ROOTS, path)
+    except UnsafePath:
+        shown = ", ".join(str(Path(root).resolve()) for root in settings.GPUFLEET_STORAGE_ROOTS)
+        raise EstimateInputError(
+            "path", f"The file must lie inside a storage root ({shown}), without '..'."
+        ) from None
     if not resolved.is_file():
         raise EstimateInputError("path", f"No such file: {resolved}")
     return resolved

@@ -205,3 +205,11 @@ def test_local_models_lists_first_shards_only(storage_root: Path):
     for name in ("a.gguf", "b-00001-of-00002.gguf", "b-00002-of-00002.gguf", "notes.txt"):
         (storage_root / name).write_bytes(b"x")
     assert [Path(p).name for p in estimating.local_models()] == ["a.gguf", "b-00001-of-00002.gguf"]
+
+
+def test_dot_dot_is_refused_even_when_it_stays_inside_the_root(tiny_model, storage_root):
+    """The estimate's path guard is the download's: '..' is no honest file name."""
+    with pytest.raises(EstimateInputError, match=r"without '\.\.'"):
+        estimating.inside_storage_root(str(storage_root / "sub" / ".." / "tiny-llama.gguf"))
+    with pytest.raises(EstimateInputError, match="inside a storage root"):
+        estimating.inside_storage_root("tiny\x00llama.gguf")
