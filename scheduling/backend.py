@@ -46,6 +46,7 @@ from scheduling.backend_logs import device_of as device_of
 from scheduling.backend_logs import measured_memory as measured_memory
 from scheduling.backend_logs import read_log as read_log
 from scheduling.backend_logs import tail
+from scheduling.choices import DEFAULT_N_CTX
 
 INSTANCE_ENV = "GPUFLEET_INSTANCE_ID"
 # The node whose agent owns the backend: several nodes may share a machine (a test run
@@ -110,7 +111,7 @@ class LaunchSpec:
     state_dir: Path  # exit and pid files
     host: str = "127.0.0.1"
     served_name: str = "model"  # the model name clients ask for
-    n_ctx: int = 2048
+    n_ctx: int = DEFAULT_N_CTX
     n_gpu_layers: int = 0
     tensor_split: tuple[float, ...] | None = None
     main_gpu: int = 0

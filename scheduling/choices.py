@@ -2,6 +2,10 @@
 
 from django.db import models
 
+# A deployment's context per slot unless the operator sets one (the model's field, the
+# form, the API and a launch spec all start from it).
+DEFAULT_N_CTX = 4096
+
 
 class DesiredState(models.TextChoices):
     RUNNING = "running", "Running"

@@ -12,7 +12,14 @@ from django.core.exceptions import ValidationError
 
 from inventory.models import Gpu
 from models_app.models import CatalogModel
-from scheduling.choices import Backend, CacheType, ModelKind, PlacementPolicy, Pooling
+from scheduling.choices import (
+    DEFAULT_N_CTX,
+    Backend,
+    CacheType,
+    ModelKind,
+    PlacementPolicy,
+    Pooling,
+)
 from scheduling.models import MAX_PARALLEL, MAX_REPLICAS, Deployment
 from scheduling.options import ALLOWED_BY_BACKEND
 
@@ -162,7 +169,7 @@ class DeploymentForm(forms.Form):
         help_text="Embeddings and rerankers only; reranking pools with rank.",
     )  # fmt: skip
     n_ctx = forms.IntegerField(
-        label="Context (tokens)", min_value=256, initial=4096, help_text=_help("n_ctx")
+        label="Context (tokens)", min_value=256, initial=DEFAULT_N_CTX, help_text=_help("n_ctx")
     )
     parallel = forms.IntegerField(
         label="Parallel slots", min_value=1, max_value=MAX_PARALLEL, initial=1,

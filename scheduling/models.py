@@ -18,6 +18,7 @@ from django.db.models.functions import Lower
 from inventory.models import Gpu, Node
 from models_app.models import CatalogModel, ModelFile
 from scheduling.choices import (
+    DEFAULT_N_CTX,
     Backend,
     CacheType,
     DesiredState,
@@ -88,7 +89,9 @@ class Deployment(models.Model):
         max_length=16, choices=DesiredState.choices, default=DesiredState.RUNNING
     )
     n_ctx = models.PositiveIntegerField(
-        default=4096, validators=[MinValueValidator(256)], help_text="context size in tokens"
+        default=DEFAULT_N_CTX,
+        validators=[MinValueValidator(256)],
+        help_text="context size in tokens",
     )
     parallel = models.PositiveSmallIntegerField(
         default=1,

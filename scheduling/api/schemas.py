@@ -11,6 +11,7 @@ from uuid import UUID
 from ninja import Field, Schema
 from pydantic import ConfigDict, Strict, field_validator
 
+from scheduling.choices import DEFAULT_N_CTX
 from scheduling.models import MAX_PARALLEL, MAX_REPLICAS
 
 OptionValue = str | int | float | bool
@@ -38,7 +39,7 @@ class DeploymentIn(Schema):
     idle_timeout: Int = Field(300, ge=1, le=30 * 86400, description="seconds idle before release")
     cold_start_timeout: Int = Field(600, ge=1, le=86400, description="seconds a request waits")
     max_queue: Int = Field(64, ge=0, le=100_000, description="requests that may wait")
-    n_ctx: Int = Field(4096, ge=256, le=10_000_000, description="context size in tokens")
+    n_ctx: Int = Field(DEFAULT_N_CTX, ge=256, le=10_000_000, description="context size in tokens")
     parallel: Int = Field(
         1,
         ge=1,
