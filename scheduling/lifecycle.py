@@ -279,16 +279,22 @@ def do_requeue_failed(now: Any = None) -> int:
 
 def do_back_to_pending(instance: Instance, reason: str) -> bool:
     """A placed instance that cannot start where it was placed (its file cannot be had)."""
+    retry_at = timezone.now() + backoff(instance.restart_count + 1)
+    return _unstarted_to_pending(instance, reason, retry_at)
+
+
+def _unstarted_to_pending(instance: Instance, reason: str, retry_at: datetime | None) -> bool:
+    """Placed but not started → pending, off its node, claims released."""
     with transaction.atomic():
         moved = move(
             instance,
             (S.SCHEDULED, S.WAITING_FOR_FILES),
             S.PENDING,
             pending_since=timezone.now(),
-            reason=reason,
+            reason=reason[:4000],
             node=None,
             model_file=None,
-            next_attempt_at=timezone.now() + backoff(instance.restart_count + 1),
+            next_attempt_at=retry_at,
         )
         if moved:
             release_claims(instance)
@@ -327,20 +333,7 @@ def do_unplace(instance: Instance, reason: str) -> bool:
     """A placed instance that has not started, on a node that was lost or is draining:
     back to pending at once (no backoff), claims released, to be placed elsewhere. A
     start task still queued for the old node finds it no longer scheduled."""
-    with transaction.atomic():
-        moved = move(
-            instance,
-            (S.SCHEDULED, S.WAITING_FOR_FILES),
-            S.PENDING,
-            pending_since=timezone.now(),
-            reason=reason[:4000],
-            node=None,
-            model_file=None,
-            next_attempt_at=None,
-        )
-        if moved:
-            release_claims(instance)
-    return moved
+    return _unstarted_to_pending(instance, reason, retry_at=None)
 
 
 def do_mark_stopped(instance: Instance, exit_code: int | None = None, signal: str = "") -> bool:
