@@ -1,4 +1,5 @@
-"""The model catalog (``CatalogModel``) and the copies of models on nodes (``ModelFile``)."""
+"""The model catalog (``CatalogModel``), the copies of models on nodes (``ModelFile``) and
+the memory backends were measured to use (``MemoryMeasurement``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from inventory.models import Node
 from models_app.choices import HOLDING_STATES, DownloadState, SourceKind
@@ -198,6 +200,54 @@ class ModelFile(models.Model):
             DownloadState.DOWNLOADING,
             DownloadState.VERIFYING,
         )
+
+
+class MemoryMeasurement(models.Model):
+    """What llama.cpp allocated for one model file, run settings and kind of device, as a
+    running instance measured it: the figures later estimates learn from
+    (``models_app.learning``).
+
+    ``model_key`` identifies the file by its layout (``learning.fingerprint``: tensors and
+    hyperparameters, so a copy anywhere or a header read from the hub has the same key);
+    ``settings_key`` the settings as they decide memory (``learning.settings_key``: the
+    resolved context, batches, cache types, layers per device …; ``settings`` keeps them
+    to estimate again). ``device_kind`` is "cpu" for a CPU-only instance, else the GPUs'
+    product name ("NVIDIA L4"; mixed products joined with " + ").
+
+    ``buffers``: llama.cpp device ("CPU", "CUDA0" …) → component (weights, kv_cache,
+    compute, output) → bytes, from the backend's load log. ``nvml``: GPU device → the
+    highest per-process figure NVML gave for an instance with these keys. The latest
+    such instance replaces the buffers (``instance_id``, ``measured_at``).
+    """
+
+    model_key = models.CharField(max_length=64, db_index=True)
+    settings_key = models.CharField(max_length=64)
+    device_kind = models.CharField(max_length=300)
+    settings = models.JSONField(default=dict)
+    buffers = models.JSONField(default=dict)
+    nvml = models.JSONField(default=dict, blank=True)
+    model = models.ForeignKey(
+        CatalogModel,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="memory_measurements",
+    )
+    instance_id = models.UUIDField(null=True, blank=True, db_index=True)
+    measured_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-measured_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_key", "settings_key", "device_kind"],
+                name="measurement_one_per_file_settings_kind",
+            )
+        ]
+
+    def __str__(self) -> str:
+        model = self.model or self.model_key[:12]
+        return f"{model} on {self.device_kind} ({self.measured_at:%Y-%m-%d})"
 
 
 def has_credentials(url: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models_app.estimating import Report
+from models_app.estimate_service import Report
 from models_app.estimator import COMPONENTS, DeviceEstimate, Estimate
 from models_app.estimator.explain import ranges
 
@@ -68,6 +68,27 @@ def bars(report: Report) -> list[Bar]:
     """One bar per device (the GPUs, then the CPU), all drawn to the same scale."""
     scale = _scale(report.estimate, report.margin_bytes)
     return [_bar(report, device, scale) for device in report.estimate.devices]
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    component: str
+    bytes: int
+    learned: str  # how it was learned ("" when computed)
+
+
+def breakdown(report: Report) -> list[tuple[DeviceEstimate, list[Cell]]]:
+    """The table under the bars: per device its components, each saying whether it was
+    learned from a measurement rather than computed."""
+    rows = []
+    for device in report.estimate.devices:
+        learned = report.learned_on(device.device)
+        cells = [
+            Cell(name, device.component(name), learned[name].text if name in learned else "")
+            for name in COMPONENTS
+        ]
+        rows.append((device, cells))
+    return rows
 
 
 def split_text(split: tuple[float, ...] | None) -> str:

@@ -1,16 +1,80 @@
 """Reading a backend's log: the memory llama.cpp reports per device, and its tail.
 
 Separate from ``backend`` (processes) so that pages and the API can read logs without
-the process machinery; ``backend`` re-exports these names.
+the process machinery. ``parse_log`` reads llama.cpp's load log (the same lines whether
+llama-server, llama-cpp-python or the estimator's test harness loaded the model).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from models_app.estimator.harness import parse_log
+from core.units import MIB
+
+ROUNDING = MIB // 200 + 1  # a figure printed as %.2f MiB is within 0.005 MiB
+ROUNDING_EXACT = MIB // 20000 + 1  # %.4f MiB
+
+
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+_PATTERNS = {
+    "weights": re.compile(rf"load_tensors:\s+(\S+) model buffer size =\s+{_NUMBER} MiB"),
+    # a hybrid's recurrent state (llama_memory_recurrent's RS buffer) counts as KV cache
+    "kv_cache": re.compile(
+        r"(?:llama_kv_cache|llama_memory_recurrent):"
+        rf"\s+(\S+) (?:KV|RS) buffer size =\s+{_NUMBER} MiB"
+    ),
+    "compute": re.compile(rf"sched_reserve:\s+(\S+) compute buffer size =\s+{_NUMBER} MiB"),
+    "output": re.compile(rf"llama_context:\s+(\S+)\s+output buffer size =\s+{_NUMBER} MiB"),
+}
+_EXACT_COMPUTE = re.compile(rf"~llama_context:\s+(\S+) compute buffer size is\s+{_NUMBER} MiB")
+_KV_SPLIT = re.compile(rf"K \((\w+)\):\s+{_NUMBER} MiB, V \((\w+)\):\s+{_NUMBER} MiB")
+_CPARAM = re.compile(r"llama_context: (n_ctx|n_ctx_seq|n_seq_max|n_batch|n_ubatch)\s+= (\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """What llama.cpp logged for one load: bytes per buffer, grouped by component."""
+
+    buffers: dict[str, dict[str, int]]  # component -> {buffer name: bytes}
+    resolution: dict[str, int]  # component -> how exact the printed figure is (bytes)
+    kv_split: tuple[int, int] = (0, 0)  # K and V bytes
+    cparams: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    def component(self, name: str) -> int:
+        return sum(self.buffers.get(name, {}).values())
+
+    @property
+    def total(self) -> int:
+        return sum(self.component(name) for name in self.buffers)
+
+
+def _mib(text: str) -> int:
+    return round(float(text) * MIB)
+
+
+def parse_log(log: str, error: str | None = None) -> Reported:
+    """The buffer sizes in a llama.cpp load log."""
+    buffers: dict[str, dict[str, int]] = {}
+    resolution: dict[str, int] = {}
+    for component, pattern in _PATTERNS.items():
+        for name, size in pattern.findall(log):
+            # a name logged twice is two buffers: an iSWA model's two KV caches
+            sizes = buffers.setdefault(component, {})
+            sizes[name] = sizes.get(name, 0) + _mib(size)
+            # each figure is rounded to 0.01 MiB (0.0001 MiB for the compute buffer at teardown)
+            resolution[component] = resolution.get(component, 0) + ROUNDING
+    exact = _EXACT_COMPUTE.findall(log)
+    if exact:
+        buffers["compute"] = {name: _mib(size) for name, size in exact}
+        resolution["compute"] = len(exact) * ROUNDING_EXACT
+    splits = _KV_SPLIT.findall(log)  # one line per cache
+    kv_split = (sum(_mib(s[1]) for s in splits), sum(_mib(s[3]) for s in splits))
+    cparams = {key: int(value) for key, value in _CPARAM.findall(log)}
+    return Reported(buffers, resolution, kv_split, cparams, error)
 
 
 def device_of(buffer: str) -> str:
@@ -39,6 +103,29 @@ def measured_memory(log_text: str) -> dict[str, int]:
         for name, size in buffers.items():
             device = device_of(name)
             sizes[device] = sizes.get(device, 0) + size
+    return sizes
+
+
+# The components llama.cpp's load log reports (the estimator's names, ``parse_log``).
+LOGGED_COMPONENTS = ("weights", "kv_cache", "compute", "output")
+
+
+def measured_components(log_text: str) -> dict[str, dict[str, int]]:
+    """Bytes per device and component (weights, kv_cache, compute, output) from a
+    server's load log: what ``measured_memory`` adds up, kept apart.
+
+    A device appears with every component (0 where the log names none for it). A log
+    that reports no model buffer (a load that failed, a log cut short, a server that is
+    not verbose) gives ``{}``: nothing measured, rather than a load without weights.
+    """
+    reported = parse_log(log_text)
+    if not reported.buffers.get("weights"):
+        return {}
+    sizes: dict[str, dict[str, int]] = {}
+    for component in LOGGED_COMPONENTS:
+        for name, size in reported.buffers.get(component, {}).items():
+            device = sizes.setdefault(device_of(name), dict.fromkeys(LOGGED_COMPONENTS, 0))
+            device[component] += size
     return sizes
 
 

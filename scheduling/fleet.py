@@ -11,19 +11,20 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Sum
 
+from core.units import MIB
 from inventory.choices import NodeStatus
 from inventory.models import Gpu, Node
 from models_app import actions as model_actions
+from models_app import learning
 from models_app.choices import DownloadState, SourceKind
 from models_app.estimator import CacheType, RunSettings
 from models_app.estimator.estimate import is_bound
-from models_app.estimator.settings import MIB
 from models_app.gguf import ModelFacts
 from models_app.models import CatalogModel, ModelFile
 from scheduling.choices import CLAIMING_STATES, Backend, ModelKind
 from scheduling.models import Deployment, GpuClaim, Instance
 from scheduling.placement import GpuView, NodeView, Placement, Policy, Request
-from scheduling.sizing import EstimatorSizer
+from scheduling.placement_sizer import EstimatorSizer
 
 # Copies in these states count as "the node has the model" (a download in progress too).
 HAVING_STATES = (
@@ -187,10 +188,15 @@ CHAT_BATCH, CHAT_UBATCH = 2048, 512
 
 
 def batch_sizes(deployment: Deployment) -> tuple[int, int]:
-    """(n_batch, n_ubatch) the deployment's backends run with."""
+    """(n_batch, n_ubatch) the deployment's backends run with. Embeddings and reranking
+    take a whole input in one micro-batch: the context, rounded up to a multiple of the
+    slots (llama.cpp 0.3.36's llama-server aborts at start with mean pooling otherwise:
+    ``-np 3 -ub 700`` aborts, ``-ub 702`` starts)."""
     if deployment.kind == ModelKind.CHAT:
         return CHAT_BATCH, CHAT_UBATCH
-    return deployment.n_ctx, deployment.n_ctx
+    slots = max(deployment.parallel, 1)
+    size = -(-deployment.n_ctx // slots) * slots
+    return size, size
 
 
 # Encoder architectures llama.cpp runs (non-causal): they only make embeddings.
@@ -248,7 +254,16 @@ def run_settings(deployment: Deployment) -> RunSettings:
         swa_full=not llama_server,
         n_outputs_max=deployment.parallel if llama_server and chat else 0,
         embeddings=not chat,
+        pooling=run_pooling(deployment),
     )
+
+
+def run_pooling(deployment: Deployment) -> str | None:
+    """The pooling its backend runs with (``--reranking`` is rank; ``--pooling`` for
+    embeddings; None: the model's own)."""
+    if deployment.kind == ModelKind.RERANKER:
+        return "rank"
+    return pooling_flag(deployment) or None
 
 
 def sizer_for(deployment: Deployment) -> EstimatorSizer:
@@ -264,6 +279,8 @@ def sizer_for(deployment: Deployment) -> EstimatorSizer:
     )
     if is_bound(sizer.shape, sizer.settings):  # a larger margin for an upper bound
         sizer.margin_bytes = settings.GPUFLEET_PLACEMENT_MARGIN_INEXACT
+    # what instances of this file measured (GPUs of any kind: the sizer is not told which)
+    sizer.learning = learning.load(facts, sizer.shape)
     return sizer
 
 

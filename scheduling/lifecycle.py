@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -15,7 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from inventory.models import Gpu, Node
-from scheduling import events
+from scheduling import events, measuring
 from scheduling.choices import PROCESS_STATES, InstanceState
 from scheduling.models import GpuClaim, Instance, InstanceRun, log_file_name
 
@@ -177,7 +178,8 @@ def do_record_launch(instance: Instance, pid: int, server_pid: int, server: str 
 
 
 def do_mark_running(instance: Instance, measured: Mapping[str, int]) -> bool:
-    """Ready: its measured memory replaces the estimate in its claims."""
+    """Ready: its measured memory replaces the estimate in its claims; after commit the
+    buffers its log names are stored for later estimates (``scheduling.measuring``)."""
     now = timezone.now()
     with transaction.atomic():
         if not move(instance, (S.STARTING, S.UNREACHABLE), S.RUNNING, ready_at=now, reason=""):
@@ -188,6 +190,7 @@ def do_mark_running(instance: Instance, measured: Mapping[str, int]) -> bool:
             ready_at=now, measured=dict(measured), **({"phases": phases} if phases else {})
         )
         apply_measurement(instance, measured)
+        transaction.on_commit(partial(measuring.record_start, instance.pk))
     return True
 
 

@@ -16,7 +16,7 @@ shows its working::
 
 The compute buffer is found by rebuilding the graph llama.cpp reserves and
 replaying ggml-alloc over it (forward.py, attention.py, allocator.py). On the CPU
-the figures match llama.cpp's log to the byte; ``harness.py`` proves it.
+the figures match llama.cpp's log to the byte; ``devtools/llama_harness.py`` proves it.
 """
 
 from models_app.estimator.context import ContextParams

@@ -26,6 +26,10 @@ class GraphSpec:
     # cells per stream of the sliding-window cache of an iSWA model (llama_kv_cache_iswa:
     # its layers attend to that cache, with inputs of their own); 0 = one cache
     n_kv_swa: int = 0
+    # embeddings on: the pooling build_pooling appends ("": embeddings off) and the
+    # sequences of the ubatch it pools (ubatch.n_seqs_unq: n_seq_max when reserving)
+    pooling: str = ""
+    n_seqs: int = 1
 
 
 @dataclass(slots=True)
@@ -166,6 +170,8 @@ def _mha(
     k = ggml.permute(k, 0, 2, 1, 3)
     v = ggml.permute(v, 0, 2, 1, 3)
     if spec.flash_attn:
+        # no cache (an encoder): K and V are F32 activations, cast to F16 for the kernel
+        k, v = (ggml.cast(x, "F16") if x.type == "F32" else x for x in (k, v))
         cur = ggml.with_src(ggml.flash_attn_ext(q, k, v, mask), sinks)
         if v_mla is not None:  # as a matrix product with the tokens in dim 1
             cur = ggml.mul_mat(v_mla, ggml.permute(cur, 0, 2, 1, 3))

@@ -25,12 +25,13 @@ from operator import ne
 from models_app.estimator.allocator import AllocSize, GraphAllocator
 from models_app.estimator.attention import GraphSpec
 from models_app.estimator.context import pad
+from models_app.estimator.encoder import build_encoder_graph
 from models_app.estimator.forward import DevicePlan, build_graph
 from models_app.estimator.ggml import QUANTIZED, Tensor, row_size
-from models_app.estimator.placement import CPU, Placement
+from models_app.estimator.layer_split import CPU, LayerSplit
 from models_app.estimator.sched import schedule
 from models_app.estimator.settings import RunSettings, SplitMode
-from models_app.estimator.shape import ModelShape
+from models_app.estimator.shape import ENCODER_ARCHITECTURES, ModelShape
 from models_app.estimator.weights import CPU_ALIGNMENT, CUDA_ALIGNMENT, CUDA_MATRIX_ROW_PADDING
 
 KEEP_LAYERS = 2  # leading layers kept of each run of alike layers (plus the run's last)
@@ -73,7 +74,7 @@ def cuda_compute_size(tensor: Tensor) -> int:
     return size
 
 
-def device_plan(placement: Placement, settings: RunSettings, spec: GraphSpec) -> DevicePlan:
+def device_plan(placement: LayerSplit, settings: RunSettings, spec: GraphSpec) -> DevicePlan:
     """Backends per layer as ggml_backend_sched assigns them (GPUs first, the CPU last).
 
     With ``op_offload`` and a batch of at least 32 tokens, ggml-cuda takes the ops of
@@ -120,7 +121,7 @@ def layers_to_build(plan: DevicePlan, uniform: bool) -> list[int]:
     return chosen
 
 
-def n_copies(placement: Placement, settings: RunSettings) -> int:
+def n_copies(placement: LayerSplit, settings: RunSettings) -> int:
     """Pipeline parallelism (several GPUs, everything offloaded, layer split) copies inputs."""
     parallel = (
         len(placement.gpus) > 1
@@ -135,7 +136,7 @@ def compute_buffers(
     shape: ModelShape,
     settings: RunSettings,
     specs: Sequence[GraphSpec],
-    placement: Placement,
+    placement: LayerSplit,
 ) -> dict[int, ComputeBuffer]:
     """Compute buffers per device (placement indices; ``CPU`` for the host).
 
@@ -151,7 +152,7 @@ def compute_buffers(
 
 
 def _buffers(
-    shape: ModelShape, settings: RunSettings, spec: GraphSpec, placement: Placement
+    shape: ModelShape, settings: RunSettings, spec: GraphSpec, placement: LayerSplit
 ) -> dict[int, ComputeBuffer]:
     plan = device_plan(placement, settings, spec)
     n_gpu, copies = len(placement.gpus), n_copies(placement, settings)
@@ -207,7 +208,8 @@ def _simulate(
     n_gpu: int,
     copies: int,
 ) -> tuple[ComputeBuffer, ...]:
-    graph = build_graph(shape, spec, layer_ids, plan)
+    encoder = shape.exact and shape.arch in ENCODER_ARCHITECTURES
+    graph = (build_encoder_graph if encoder else build_graph)(shape, spec, layer_ids, plan)
     if n_gpu:
         graph = schedule(graph, copies)
     alignments = [CUDA_ALIGNMENT] * n_gpu + [CPU_ALIGNMENT]

@@ -95,6 +95,7 @@ def reserve_spec(shape: ModelShape, settings: RunSettings, cparams: ContextParam
         k_rot=k_rot,
         v_rot=v_rot,
         n_kv_swa=swa_cells(shape, settings, cparams) if shape.exact and shape.n_swa else 0,
+        n_seqs=n_seqs,  # ubatch_reserve(n_tokens / n_seqs, n_seqs): n_seq_max sequences
     )
 
 
@@ -117,6 +118,8 @@ def kv_tensor_bytes(
     """Bytes of layer ``il``'s K and V tensors: row_size(type, n_embd_gqa) * cells * streams
     (MLA: no V tensor, V is a view of K)."""
     layer = shape.layers[il]
+    if layer.recurrent:  # the hybrid's attention cache skips it (its state: recurrent.py)
+        return 0, 0
     cells = layer_cells(shape, settings, cparams, il) * cparams.n_stream
     n_embd_k = shape.head_dim_k * layer.n_head_kv
     n_embd_v = shape.head_dim_v * layer.n_head_kv

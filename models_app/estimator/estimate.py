@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from models_app.estimator import bound
+from models_app.estimator import bound, encoder, recurrent
 from models_app.estimator.compute import ComputeBuffer, compute_buffers
 from models_app.estimator.context import (
     ContextParams,
@@ -17,10 +17,10 @@ from models_app.estimator.context import (
     token_generation_spec,
 )
 from models_app.estimator.explain import explain
-from models_app.estimator.placement import CPU, Placement, layers_on, place_layers
+from models_app.estimator.layer_split import CPU, LayerSplit, layers_on, place_layers
 from models_app.estimator.result import DeviceEstimate, Estimate, Explanation, LayerAssignment
 from models_app.estimator.settings import GpuDevice, RunSettings, SplitMode
-from models_app.estimator.shape import INEXACT_COMPUTE_FACTOR, EstimatorError, ModelShape, prepare
+from models_app.estimator.shape import EstimatorError, ModelShape, prepare
 from models_app.estimator.weights import (
     CPU_ALIGNMENT,
     CUDA_ALIGNMENT,
@@ -49,7 +49,9 @@ def estimate(
         )
     placement = place_layers(shape.n_layer, gpus, settings)
     cparams = context_params(settings, shape.n_ctx_train, causal=not shape.encoder)
-    spec = reserve_spec(shape, settings, cparams)
+    spec = encoder.pooling_spec(
+        reserve_spec(shape, settings, cparams), shape, settings, cparams.n_seq_max
+    )
     if shape.encoder:
         spec = bound.encoder_spec(spec)
     weights = weight_buffers(shape, settings, placement)
@@ -60,11 +62,16 @@ def estimate(
     )
     if shape.recurrent_bytes:  # an inexact hybrid or recurrent model's state (bound.py)
         kv = _with_recurrent_state(kv, shape, settings, placement, cparams.n_seq_max)
+    state = recurrent.state_bytes(shape, settings, placement)  # an exact hybrid's RS buffers
     token_generation = token_generation_spec(spec, cparams)
+    if token_generation is not None and shape.encoder:  # attends over its own tokens
+        token_generation = bound.encoder_spec(token_generation)
     specs = [spec] if token_generation is None else [spec, token_generation]
     compute = compute_buffers(shape, settings, specs, placement)
     output = output_buffer_bytes(shape, cparams)
-    if settings.embeddings:  # one embedding per output row (llama_context::output_reserve)
+    if settings.embeddings and shape.exact:  # llama_context::output_reserve(n_seq_max)
+        output += encoder.embd_output_bytes(shape, settings, cparams)
+    elif settings.embeddings:  # a bound: one embedding per output row
         output += shape.n_embd * cparams.n_outputs_max * 4
     if is_bound(shape, settings):  # an upper bound (bound.py)
         compute = {
@@ -72,9 +79,10 @@ def estimate(
             for device, buffer in compute.items()
         }
         output += bound.output_bound(shape, cparams.n_seq_max)
-    parts = _Parts(placement, settings, weights, kv, compute, output)
+    parts = _Parts(placement, settings, weights, kv, compute, output, state)
     devices = tuple(_device(parts, device) for device in [*range(len(placement.gpus)), CPU])
     reasons, caveats = estimate_reasons(shape, settings), _caveats(shape, settings, placement)
+    caveats += encoder.pooling_caveats(spec)
     assignment = _assignment(shape, placement)
     notes = [Explanation("all", "note", None, text) for text in (*reasons, *caveats)]
     working = (*explain(shape, settings, cparams, spec, assignment, devices, compute), *notes)
@@ -89,7 +97,7 @@ def estimate(
 
 
 def kv_bytes(
-    shape: ModelShape, settings: RunSettings, cparams: ContextParams, placement: Placement
+    shape: ModelShape, settings: RunSettings, cparams: ContextParams, placement: LayerSplit
 ) -> KvBytes:
     """K and V cache bytes per device: each layer's cache lives with the layer (offload_kqv)."""
     devices = placement.layers if settings.offload_kqv else (CPU,) * shape.n_layer
@@ -111,7 +119,7 @@ def kv_bytes(
 
 
 def _with_recurrent_state(
-    kv: KvBytes, shape: ModelShape, settings: RunSettings, placement: Placement, n_seq: int
+    kv: KvBytes, shape: ModelShape, settings: RunSettings, placement: LayerSplit, n_seq: int
 ) -> KvBytes:
     """``kv`` plus every layer's recurrent state, one per sequence (a bound)."""
     devices = placement.layers if settings.offload_kqv else (CPU,) * shape.n_layer
@@ -123,7 +131,7 @@ def _with_recurrent_state(
     return totals
 
 
-def _name(placement: Placement, device: int) -> str:
+def _name(placement: LayerSplit, device: int) -> str:
     return "CPU" if device == CPU else placement.gpus[device].name
 
 
@@ -131,12 +139,13 @@ def _name(placement: Placement, device: int) -> str:
 class _Parts:
     """The figures of all devices, before they are put together per device."""
 
-    placement: Placement
+    placement: LayerSplit
     settings: RunSettings
     weights: WeightBuffers
     kv: KvBytes
     compute: dict[int, ComputeBuffer]
     output: int
+    state: dict[int, int]  # a hybrid's recurrent state (RS buffers), counted as KV cache
 
 
 def _buffers(parts: _Parts, device: int) -> dict[str, int]:
@@ -150,6 +159,8 @@ def _buffers(parts: _Parts, device: int) -> dict[str, int]:
     k, v = parts.kv.get(device, (0, 0))
     if k + v:
         buffers[f"{name} KV"] = k + v
+    if parts.state.get(device):
+        buffers[f"{name} RS"] = parts.state[device]
     if device in parts.compute and parts.compute[device].size > 1:
         buffers[f"{own} compute"] = parts.compute[device].size
     if device == CPU:
@@ -165,7 +176,7 @@ def _device(parts: _Parts, device: int) -> DeviceEstimate:
         device=_name(placement, device),
         is_gpu=is_gpu,
         weights=parts.weights.total(device),
-        kv_cache=k + v,
+        kv_cache=k + v + parts.state.get(device, 0),
         compute=parts.compute[device].size if device in parts.compute else 0,
         output=0 if is_gpu else parts.output,
         overhead=parts.settings.gpu_overhead_bytes if is_gpu else 0,
@@ -175,7 +186,7 @@ def _device(parts: _Parts, device: int) -> DeviceEstimate:
     )
 
 
-def _assignment(shape: ModelShape, placement: Placement) -> LayerAssignment:
+def _assignment(shape: ModelShape, placement: LayerSplit) -> LayerAssignment:
     by_device = {
         _name(placement, device): tuple(placement.layers_on(device))
         for device in [*range(len(placement.gpus)), CPU]
@@ -189,23 +200,16 @@ def _assignment(shape: ModelShape, placement: Placement) -> LayerAssignment:
     )
 
 
-EMBEDDINGS_NOTE = (
-    "upper bound: embeddings are on and the pooling or classifier graph is not modelled; "
-    "compute is counted ×{factor:g} and the output holds an embedding per batch row"
-)
-
-
 def is_bound(shape: ModelShape, settings: RunSettings) -> bool:
     """The estimate is an upper bound, not llama.cpp's figure: no exact graph for the
-    architecture, or embeddings on (pooling and classifier heads are not modelled)."""
-    return not shape.exact or settings.embeddings
+    architecture. (Embeddings on are exact: pooling and classifier heads are replayed,
+    encoder.py; ``settings`` stays for callers.)"""
+    return not shape.exact
 
 
 def estimate_reasons(shape: ModelShape, settings: RunSettings) -> tuple[str, ...]:
     """Why an estimate with these settings is approximate (empty: llama.cpp's figures)."""
     reasons = list(shape.notes)
-    if settings.embeddings and shape.exact:
-        reasons.append(EMBEDDINGS_NOTE.format(factor=INEXACT_COMPUTE_FACTOR))
     if settings.split_mode is SplitMode.ROW:
         reasons.append(
             "row split is estimated like layer split (llama.cpp spreads matrices over all GPUs)"
@@ -213,11 +217,13 @@ def estimate_reasons(shape: ModelShape, settings: RunSettings) -> tuple[str, ...
     return tuple(reasons)
 
 
-def _caveats(shape: ModelShape, settings: RunSettings, placement: Placement) -> tuple[str, ...]:
+def _caveats(shape: ModelShape, settings: RunSettings, placement: LayerSplit) -> tuple[str, ...]:
     caveats = [
         "the output buffer grows at run time if a batch asks for more than one row of "
         "logits per sequence (all logits of a prompt)",
     ]
+    if settings.embeddings:
+        caveats.append(_embeddings_caveat(shape, settings))
     if placement.gpus:
         caveats.append(
             "GPU compute buffers follow ggml-cuda's allocation rules but were not checked "
@@ -226,3 +232,15 @@ def _caveats(shape: ModelShape, settings: RunSettings, placement: Placement) -> 
             "for temporaries is not counted"
         )
     return tuple(caveats)
+
+
+def _embeddings_caveat(shape: ModelShape, settings: RunSettings) -> str:
+    """With embeddings on every token of a batch is an output (``output_reserve``):
+    the host output buffer grows to a row of logits and one of embeddings per token."""
+    n_ctx = settings.n_ctx or shape.n_ctx_train or settings.n_batch
+    n_batch = settings.n_batch if shape.encoder else min(settings.n_batch, n_ctx)
+    per_token = (shape.n_vocab + (shape.n_embd_out or shape.n_embd)) * 4
+    return (
+        "embeddings: every token of a batch is an output, so the host output buffer grows to "
+        f"{per_token * n_batch / 2**20:.1f} MiB for a full batch of {n_batch} tokens"
+    )

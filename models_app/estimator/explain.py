@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models_app.estimator import bound
+from models_app.estimator import bound, recurrent
 from models_app.estimator.attention import GraphSpec
 from models_app.estimator.compute import ComputeBuffer
 from models_app.estimator.context import ContextParams, kv_tensor_bytes, layer_cells
@@ -98,14 +98,19 @@ def _kv(
     if not layers:
         return Explanation(device.device, "kv_cache", 0, "no layers' cache here")
     settings = bound.kv_settings(shape, settings)  # a bound: every layer at full size
-    k, v = kv_tensor_bytes(shape, settings, cparams, layers[0])
-    cells = layer_cells(shape, settings, cparams, layers[0])
-    text = (
-        f"{len(layers)} layer(s) x (K {settings.type_k.value} {format_bytes(k)} + "
-        f"V {settings.type_v.value} {format_bytes(v)}): {cells} cells x "
-        f"{cparams.n_stream} stream(s) x n_embd_k/v_gqa "
-        f"{shape.head_dim_k * shape.layers[layers[0]].n_head_kv} per layer"
-    )
+    attention = [il for il in layers if not shape.layers[il].recurrent]
+    parts = [recurrent.describe_state(shape, cparams.n_seq_max, len(layers) - len(attention))]
+    if attention:
+        k, v = kv_tensor_bytes(shape, settings, cparams, attention[0])
+        cells = layer_cells(shape, settings, cparams, attention[0])
+        parts.insert(
+            0,
+            f"{len(attention)} layer(s) x (K {settings.type_k.value} {format_bytes(k)} + "
+            f"V {settings.type_v.value} {format_bytes(v)}): {cells} cells x "
+            f"{cparams.n_stream} stream(s) x n_embd_k/v_gqa "
+            f"{shape.head_dim_k * shape.layers[attention[0]].n_head_kv} per layer",
+        )
+    text = "; ".join(part for part in parts if part)
     return Explanation(device.device, "kv_cache", device.kv_cache, text)
 
 
@@ -147,7 +152,12 @@ def _device_lines(
                 device.output,
                 f"logits: n_vocab {shape.n_vocab} x {cparams.n_seq_max} sequence(s) x 4 bytes "
                 "(output_reserve at context creation)"
-                + ("" if shape.exact else f"; a bound: + embeddings, n_embd {shape.n_embd} each"),
+                + ("" if shape.exact else f"; a bound: + embeddings, n_embd {shape.n_embd} each")
+                + (
+                    f"; + one embedding of {shape.n_embd_out or shape.n_embd} floats per sequence"
+                    if shape.exact and settings.embeddings
+                    else ""
+                ),
             )
         )
     else:

@@ -25,6 +25,7 @@ from models_app.estimator.attention import (
     build_attn_k,
     kv_layer,
 )
+from models_app.estimator.encoder import build_pooling
 from models_app.estimator.ggml import (
     FLAG_OUTPUT,
     FLAG_WEIGHTS,
@@ -33,6 +34,7 @@ from models_app.estimator.ggml import (
     Graph,
     Tensor,
 )
+from models_app.estimator.recurrent import RsInputs, hybrid_layer, rs_inputs
 from models_app.estimator.shape import LayerShape, ModelShape
 
 
@@ -70,6 +72,8 @@ class _Builder:
             if self.spec_swa is not None:
                 self.attn_swa = attn_inputs(self.spec_swa, n_embd_v_gqa)
             self.out_ids = ggml.new_input("I32", (spec.n_outputs,), "out_ids")
+            # build_inp_mem_hybrid's recurrent half: the state rows the sequences read
+            self.rs: RsInputs | None = rs_inputs(spec) if shape.recurrent is not None else None
             if shape.traits.embd_scale:  # gemma: inpL = ggml_scale(inpL, sqrt(n_embd))
                 self.embd = ggml.scale(self.embd)
 
@@ -228,7 +232,8 @@ class _Builder:
         if layer.qk_norm:  # qwen3, gemma3: RMS norm of each head of Q and K before RoPE
             q = self.norm(q, f"blk.{il}.attn_q_norm.weight")
             k = self.norm(k, f"blk.{il}.attn_k_norm.weight")
-        q, k = ggml.rope(q, self.pos), ggml.rope(k, self.pos)
+        if shape.traits.rope:  # granite-hybrid may have none
+            q, k = ggml.rope(q, self.pos), ggml.rope(k, self.pos)
         if shape.traits.q_scale:  # gemma, phi3: Q scaled after RoPE, kq_scale 1
             q = ggml.scale(q)
         spec, inputs = self.spec, self.attn
@@ -291,6 +296,8 @@ class _Builder:
 
     def layer(self, inp: Tensor, il: int) -> Tensor:
         """One decoder block of src/models/llama.cpp (qwen2.cpp is the same with biases)."""
+        if self.shape.recurrent is not None:  # lfm2, granite-hybrid (recurrent.py)
+            return hybrid_layer(self, inp, il)
         if self.shape.traits.post_norms:
             return self.gemma_layer(inp, il)
         layer = self.shape.layers[il]
@@ -327,14 +334,21 @@ class _Builder:
         if shape.traits.late_out_ids:  # gpt-oss
             cur = ggml.get_rows(cur, self.out_ids)
         embd = self.norm(cur, "output_norm.weight")
+        if shape.arch == "lfm2" and self.spec.pooling:  # no logits with embeddings on
+            embd.flags |= FLAG_OUTPUT
+            self.t_embd = embd
+            return embd
         name = "token_embd.weight" if shape.tied_embeddings else "output.weight"
         logits = ggml.mul_mat(self.w(name, shape.n_embd, shape.n_vocab), embd)
         if shape.output_bias:
             logits = ggml.add(logits, self.w("output.bias", shape.n_vocab))
         if shape.traits.final_softcap:  # scale, tanh, scale back
             logits = ggml.scale(ggml.tanh(ggml.scale(logits)))
+        if shape.traits.logit_scale:  # granite
+            logits = ggml.scale(logits)
         embd.flags |= FLAG_OUTPUT
         logits.flags |= FLAG_OUTPUT
+        self.t_embd = embd  # res->t_embd: what build_pooling pools
         return logits
 
 
@@ -363,4 +377,6 @@ def build_graph(
     with ggml.on_device(plan.output, plan.output_weights):
         logits = builder.output(cur)
     builder.graph.expand(logits)
+    with ggml.on_device(plan.output, plan.output_weights):  # embeddings on: the pooling
+        build_pooling(builder.graph, shape, spec, builder.t_embd)
     return builder.graph

@@ -66,6 +66,8 @@ def contiguous_strides(type_name: str, ne: Sequence[int]) -> tuple[int, int, int
 
 def span(type_name: str, ne: Sequence[int], nb: Sequence[int]) -> int:
     """``ggml_nbytes``: the span of memory a tensor of this type, shape and strides covers."""
+    if min(ne) <= 0:  # an empty tensor (a view of no rows)
+        return 0
     block, size = TYPE_TRAITS[type_name]
     total = size + (ne[0] - 1) * nb[0] if block == 1 else ne[0] * nb[0] // block
     return total + (ne[1] - 1) * nb[1] + (ne[2] - 1) * nb[2] + (ne[3] - 1) * nb[3]
@@ -281,6 +283,32 @@ def concat(a: Tensor, b: Tensor, dim: int = 0) -> Tensor:
     ne = list(a.ne)
     ne[dim] += b.ne[dim]
     return Tensor(a.type, ne, "CONCAT", (a, b))
+
+
+def cpy(a: Tensor, b: Tensor) -> Tensor:
+    """``ggml_cpy``: a view of the destination ``b`` with ``a`` copied into it."""
+    return Tensor(b.type, b.ne, "CPY", (a, b), b, b.nb)
+
+
+def scale_inplace(a: Tensor) -> Tensor:
+    """``ggml_scale_inplace``: a view of ``a``, scaled where it is."""
+    return Tensor(a.type, a.ne, "SCALE", (a,), a, a.nb)
+
+
+def ssm_conv(sx: Tensor, c: Tensor) -> Tensor:
+    """``ggml_ssm_conv``: ``sx`` [d_conv - 1 + n_t, d_inner, n_s] by kernel ``c`` [d_conv,
+    d_inner] gives [d_inner, n_t, n_s]."""
+    return Tensor("F32", (c.ne[1], sx.ne[0] - c.ne[0] + 1, sx.ne[2]), "SSM_CONV", (sx, c))
+
+
+def ssm_scan(
+    s: Tensor, x: Tensor, dt: Tensor, a: Tensor, b: Tensor, c: Tensor, ids: Tensor
+) -> Tensor:
+    """``ggml_ssm_scan`` (K = 1): the outputs ``y`` (as many as ``x``) then the new states
+    of the ``ids`` sequences, in one F32 vector."""
+    n_y = x.ne[0] * x.ne[1] * x.ne[2] * x.ne[3]
+    n_states = s.ne[0] * s.ne[1] * s.ne[2] * ids.ne[0]
+    return Tensor("F32", (n_y + n_states,), "SSM_SCAN", (s, x, dt, a, b, c, ids))
 
 
 def sigmoid(a: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-MIB = 1024 * 1024
+from core.units import MIB
 
 # Memory a CUDA context takes on each GPU it touches (driver, cuBLAS workspace, the
 # kernels' module images, the CUDA memory pool's first blocks). llama.cpp does not
@@ -17,6 +17,8 @@ DEFAULT_GPU_OVERHEAD_BYTES = 400 * MIB
 # ggml types the x86 CPU backend repacks when built with AVX2 (ggml-cpu/repack.cpp:
 # q4_0_8x8, q4_K_8x8, iq4_nl_8x8, mxfp4_8x8; each needs rows % 8 == 0). Q8_0 is only
 # repacked on ARM (NEON + i8mm/dotprod) and RISC-V.
+# llama_pooling_type NONE to RANK (--pooling)
+POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
 X86_AVX2_REPACK_TYPES = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"})
 ARM_REPACK_TYPES = frozenset({"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4", "Q8_0", "Q1_0"})
 
@@ -91,9 +93,12 @@ class RunSettings:
     # sampled token per slot) and keeps n_batch for embeddings; it sizes the compute
     # buffer's prompt graph.
     n_outputs_max: int = 0
-    # Embeddings on (an embedding or reranker server): pooling and the classifier head
-    # are not modelled, so compute is a bound and the output holds an embedding per row.
+    # Embeddings on (an embedding or reranker server, --embedding): the graph ends in the
+    # pooling (and a reranker's classifier head), and the output holds embeddings too.
     embeddings: bool = False
+    # --pooling (llama_context_params.pooling_type): None is the model's own type
+    # (``{arch}.pooling_type``, none without the key); --reranking is "rank"
+    pooling: str | None = None
     gpu_overhead_bytes: int = DEFAULT_GPU_OVERHEAD_BYTES
     host: HostProfile = field(default_factory=HostProfile)
 
@@ -101,6 +106,8 @@ class RunSettings:
         for name in ("n_seq_max", "n_batch", "n_ubatch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.pooling is not None and self.pooling not in POOLING_TYPES:
+            raise ValueError(f"pooling must be one of {POOLING_TYPES} or None")
         if self.n_outputs_max < 0:
             raise ValueError("n_outputs_max must not be negative (0 means n_batch)")
         if self.n_ctx < 0:

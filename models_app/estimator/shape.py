@@ -19,15 +19,23 @@ from models_app.gguf.values import MetaValue
 EXACT_ARCHITECTURES = frozenset(
     {
         "llama", "qwen2", "qwen3", "qwen3moe", "qwen2moe", "gemma2", "gemma3", "phi3",
-        "deepseek2", "glm4moe", "gpt-oss",
+        "deepseek2", "glm4moe", "gpt-oss", "bert", "nomic-bert", "lfm2", "granitehybrid",
     }
 )  # fmt: skip
+# hybrids whose layers without KV heads are recurrent (``hparams.is_recr``: lfm2's short
+# convolutions, granite-hybrid's Mamba-2), with state memory and graph in recurrent.py
+HYBRID_ARCHITECTURES = frozenset({"lfm2", "granitehybrid"})
+# encoders whose graph encoder.py replays (src/models/bert.cpp): no output head, the
+# graph ends in the last layer's hidden states (and the pooling)
+ENCODER_ARCHITECTURES = frozenset({"bert", "nomic-bert"})
+# one attn_qkv matrix (Q, K and V are views of its product)
+FUSED_QKV_ARCHITECTURES = frozenset({"phi3", "nomic-bert"})
 # their loaders read no sliding window (the key is ignored; phi3 reads it and turns it off)
 NO_WINDOW_ARCHITECTURES = frozenset(
     {"llama", "qwen2", "qwen3", "qwen3moe", "qwen2moe", "phi3", "deepseek2", "glm4moe"}
 )
 # shared experts added to the routed ones: behind a sigmoid gate (qwen2moe) or as they are
-SHARED_EXPERT_ARCHITECTURES = frozenset({"qwen2moe", "deepseek2", "glm4moe"})
+SHARED_EXPERT_ARCHITECTURES = frozenset({"qwen2moe", "deepseek2", "glm4moe", "granitehybrid"})
 # llm_expert_gating_func_type (expert_gating_func); 0, the key missing, is each loader's default
 GATING_FUNCS = {1: "softmax", 2: "sigmoid"}
 DEFAULT_GATING = {"deepseek2": "softmax", "glm4moe": "sigmoid"}
@@ -85,6 +93,7 @@ class LayerShape:
     qk_norm: bool = False  # qwen3: attn_q_norm/attn_k_norm, an RMS norm per head before RoPE
     fused_qkv: bool = False  # phi3: one attn_qkv matrix, Q, K and V views of its product
     n_ff_shexp: int = 0  # qwen2moe: the shared expert's width (0: none)
+    recurrent: bool = False  # a hybrid's recurrent layer (short conv, Mamba-2): state, no KV
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +114,9 @@ class GraphTraits:
     moe_w_scale: bool = False  # deepseek2: the expert weights scaled (expert_weights_scale)
     ffn_norm: str = "ffn_norm"  # the norm before the FFN (glm4moe: post_attention_norm)
     late_out_ids: bool = False  # gpt-oss: the output rows picked after the last layer
+    rope: bool = True  # granite-hybrid without rope.scaling.finetuned: no RoPE (NoPE)
+    residual_scale: bool = False  # granite: the blocks' outputs scaled before each residual add
+    logit_scale: bool = False  # granite: the logits scaled (1 / logit_scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +130,23 @@ class Mla:
     n_rot: int  # RoPE dims of a head (rope.dimension_count)
     head_k: int  # a decompressed head: key_length_mla (no-RoPE part + n_rot)
     head_v: int  # value_length_mla
+
+
+@dataclass(frozen=True, slots=True)
+class RecurrentState:
+    """A hybrid's recurrent layers (llama_hparams: ``n_embd_r``, ``n_embd_s``): lfm2's short
+    convolutions keep the last ``d_conv`` (``shortconv.l_cache - 1``) inputs of each
+    channel, no S state; granite-hybrid's Mamba-2 layers the last ``d_conv``
+    (``ssm.conv_kernel - 1``) of x, B and C and an SSM state of ``d_state x d_inner``."""
+
+    d_conv: int
+    n_embd_r: int  # F32 values of a layer's R (conv) state per sequence
+    n_embd_s: int  # ... of its S (SSM) state
+    kind: str = "shortconv"  # or "mamba2"
+    d_inner: int = 0  # mamba2: ssm.inner_size
+    d_state: int = 0  # ssm.state_size
+    n_group: int = 0  # ssm.group_count
+    n_head: int = 0  # ssm.time_step_rank: SSM heads
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +175,9 @@ class ModelShape:
     recurrent_bytes: int = 0  # a bound on one layer's recurrent state per sequence (inexact only)
     traits: GraphTraits = GraphTraits()
     mla: Mla | None = None  # deepseek2: the KV cache holds K only (V is a view of it)
+    recurrent: RecurrentState | None = None  # an exact hybrid's state (recurrent.py)
+    pooling_type: str = "none"  # {arch}.pooling_type: the pooling llama.cpp defaults to
+    n_embd_out: int = 0  # hparams.n_embd_out(): an embedding's width (0: n_embd)
     # worked out from the above: the most KV heads of a layer, whether a layer uses SWA,
     # and per layer its weights' types (name after "blk.N.", type), sorted
     n_head_kv_max: int = field(init=False)
@@ -201,9 +233,10 @@ def build_shape(facts: ModelFacts) -> ModelShape:
     n_vocab = _n_vocab(facts, by_name)
     head_dim_k, head_dim_v = _head_dims(facts, n_embd)
     mla = _mla(facts, by_name, notes)
+    recurrent = _recurrent(facts, n_embd, notes)
     notes.extend(_unmodelled(facts))
     layers = tuple(_layer(facts, by_name, il, n_embd, head_dim_k, notes) for il in range(n_layer))
-    if arch not in EXACT_ARCHITECTURES:
+    if notes:  # a bound: recurrent layers counted as attention layers
         layers = _attention_everywhere(layers)
     return ModelShape(
         arch=arch,
@@ -219,15 +252,18 @@ def build_shape(facts: ModelFacts) -> ModelShape:
         n_swa=_n_swa(facts),
         n_ctx_train=facts.context_length or 0,
         layers=layers,
-        tied_embeddings="output.weight" not in by_name,
+        tied_embeddings="output.weight" not in by_name and arch not in ENCODER_ARCHITECTURES,
         output_bias="output.bias" in by_name,
-        weights=tuple(_weight(info, n_layer) for info in tensors),
+        weights=tuple(_weight(info, n_layer, arch) for info in tensors),
         weight_types={info.name: info.ggml_type for info in tensors},
         uniform=all(layer == layers[0] for layer in layers),
         encoder=_no_cache(facts),
-        recurrent_bytes=0 if arch in EXACT_ARCHITECTURES else _recurrent_bytes(facts),
+        recurrent_bytes=_recurrent_bytes(facts) if notes else 0,
         traits=_traits(facts),
         mla=mla,
+        recurrent=None if notes else recurrent,
+        pooling_type=facts.pooling_type or "none",
+        n_embd_out=_int_key(facts, "embedding_length_out") or n_embd,
     )
 
 
@@ -267,6 +303,44 @@ def _mla(facts: ModelFacts, by_name: dict[str, TensorInfo], notes: list[str]) ->
     )
 
 
+def _recurrent(facts: ModelFacts, n_embd: int, notes: list[str]) -> RecurrentState | None:
+    """A hybrid's recurrent state: lfm2's short convolutions (``llama_model_lfm2::
+    load_arch_hparams``, ``llama_hparams::n_embd_r``) or granite-hybrid's Mamba-2, and notes
+    for the files without an exact graph."""
+    arch = facts.architecture
+    if arch not in HYBRID_ARCHITECTURES:
+        return None
+    if _n_swa(facts):  # llama_memory_hybrid_iswa and the iSWA graph
+        notes.append(f"{arch} with sliding-window attention layers has no exact graph")
+    if _no_cache(facts):  # build_shortconv_block's centred window
+        notes.append(f"non-causal {arch} has no exact graph")
+    if arch == "granitehybrid":
+        return _mamba2(facts, n_embd, notes)
+    l_cache = _int_key(facts, "shortconv.l_cache")
+    if l_cache < 2:
+        raise EstimatorError(f"{arch} needs shortconv.l_cache of at least 2")
+    return RecurrentState(d_conv=l_cache - 1, n_embd_r=n_embd * (l_cache - 1), n_embd_s=0)
+
+
+def _mamba2(facts: ModelFacts, n_embd: int, notes: list[str]) -> RecurrentState:
+    """granite-hybrid's Mamba-2 state (``llama_model_granite_hybrid::load_arch_hparams``)."""
+    d_conv, d_inner = _int_key(facts, "ssm.conv_kernel"), _int_key(facts, "ssm.inner_size")
+    d_state, n_group = _int_key(facts, "ssm.state_size"), _int_key(facts, "ssm.group_count")
+    n_head = _int_key(facts, "ssm.time_step_rank")
+    if not (d_conv > 1 and d_inner == 2 * n_embd and n_head and n_group):
+        raise EstimatorError("granite-hybrid needs its ssm keys (d_inner = 2 x n_embd)")
+    return RecurrentState(
+        d_conv=d_conv - 1,
+        n_embd_r=(d_conv - 1) * (d_inner + 2 * n_group * d_state),
+        n_embd_s=d_state * d_inner,
+        kind="mamba2",
+        d_inner=d_inner,
+        d_state=d_state,
+        n_group=n_group,
+        n_head=n_head,
+    )
+
+
 def _unmodelled(facts: ModelFacts) -> list[str]:
     """Notes for the parts of deepseek2 and glm4moe files that have no exact graph."""
     arch = facts.architecture
@@ -294,6 +368,13 @@ def _traits(facts: ModelFacts) -> GraphTraits:
         return GraphTraits(q_scale=True, fused_up=True, residual_first=True)
     if arch == "qwen2moe":
         return GraphTraits(moe_norm_w=False)
+    if arch == "granitehybrid":
+        return GraphTraits(  # rope.scaling.finetuned switches RoPE (default on)
+            rope=facts.metadata.get(f"{arch}.rope.scaling.finetuned") is not False,
+            residual_scale=bool(facts.metadata.get(f"{arch}.residual_scale")),
+            logit_scale=bool(facts.metadata.get(f"{arch}.logit_scale")),
+            moe_w_scale=facts.metadata.get(f"{arch}.expert_weights_scale") not in (None, 0, 1),
+        )
     if arch == "gpt-oss":
         return GraphTraits(
             moe_norm_w=False,
@@ -373,7 +454,12 @@ def _attention_everywhere(layers: tuple[LayerShape, ...]) -> tuple[LayerShape, .
     n_head = max((layer.n_head for layer in layers), default=0)
     n_head_kv = max((layer.n_head_kv for layer in layers), default=0)
     return tuple(
-        replace(layer, n_head=layer.n_head or n_head, n_head_kv=layer.n_head_kv or n_head_kv)
+        replace(
+            layer,
+            n_head=layer.n_head or n_head,
+            n_head_kv=layer.n_head_kv or n_head_kv,
+            recurrent=False,
+        )
         for layer in layers
     )
 
@@ -456,13 +542,17 @@ def _layer(
     n_ff = n_ff or _per_layer(facts.feed_forward_length, il, 0)
     if not n_ff:
         n_ff = _ffn_width(by_name, prefix, moe)
-    fused_qkv = prefix + "attn_qkv.weight" in by_name and facts.architecture == "phi3"
+    fused_qkv = (
+        prefix + "attn_qkv.weight" in by_name and facts.architecture in FUSED_QKV_ARCHITECTURES
+    )
     mla = facts.architecture == "deepseek2"  # its attention tensors are read by _mla
-    if prefix + "attn_q.weight" not in by_name and not fused_qkv and not mla:
+    n_head_kv = _per_layer(facts.head_count_kv, il, n_head)
+    recurrent = facts.architecture in HYBRID_ARCHITECTURES and not n_head_kv  # is_recr
+    if prefix + "attn_q.weight" not in by_name and not (fused_qkv or mla or recurrent):
         notes.append("the attention tensors are not attn_q/attn_k/attn_v; shapes are inferred")
     return LayerShape(
         n_head=n_head,
-        n_head_kv=_per_layer(facts.head_count_kv, il, n_head),
+        n_head_kv=n_head_kv,
         n_ff=n_ff,
         qkv_bias=prefix + "attn_q.bias" in by_name,
         out_bias=prefix + "attn_output.bias" in by_name,
@@ -471,6 +561,7 @@ def _layer(
         qk_norm=prefix + "attn_q_norm.weight" in by_name,
         fused_qkv=fused_qkv,
         n_ff_shexp=_shared_expert_width(facts, by_name, prefix),
+        recurrent=recurrent,
     )
 
 
@@ -489,11 +580,15 @@ def _ffn_width(by_name: dict[str, TensorInfo], prefix: str, moe: bool) -> int:
     return info.shape[1] if info is not None and len(info.shape) >= 2 else 0
 
 
-def _weight(info: TensorInfo, n_layer: int) -> Weight:
+def _weight(info: TensorInfo, n_layer: int, arch: str = "") -> Weight:
     name = info.name
     match = _BLOCK.match(name)
     if match:
         layer = int(match.group(1))
+    elif name.startswith("token_embd_norm") and arch == "lfm2":
+        layer = n_layer  # LLM_TENSOR_OUTPUT_NORM_LFM2: lfm2's output norm, by this name
+    elif name.startswith("token_embd_norm"):
+        layer = 0  # LLM_TENSOR_LAYER_REPEATING: bert's embedding norm is on the first layer
     elif name.startswith(("token_embd", "token_types", "position_embd")):
         layer = INPUT_LAYER
     elif name.startswith("rope_"):
@@ -513,7 +608,7 @@ def _weight(info: TensorInfo, n_layer: int) -> Weight:
 
 
 def _weight_op(name: str, ne: tuple[int, ...]) -> str:
-    if name.startswith("token_embd"):
+    if name.startswith(("token_embd.", "token_types.", "position_embd.")):
         return "GET_ROWS"
     if name.endswith(".bias"):
         return "ADD"

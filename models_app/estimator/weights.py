@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from models_app.estimator.context import pad
 from models_app.estimator.ggml import QUANTIZED, row_size
-from models_app.estimator.placement import CPU, Placement
+from models_app.estimator.layer_split import CPU, LayerSplit
 from models_app.estimator.settings import RunSettings
 from models_app.estimator.shape import INPUT_LAYER, ModelShape, Weight
 
@@ -129,7 +129,9 @@ class WeightBuffers:
         return sum(self.buffers.get(device, {}).values())
 
 
-def weight_buffers(shape: ModelShape, settings: RunSettings, placement: Placement) -> WeightBuffers:
+def weight_buffers(
+    shape: ModelShape, settings: RunSettings, placement: LayerSplit
+) -> WeightBuffers:
     host_only = not placement.gpus
     groups = _groups(shape, settings.host.repack_types if host_only else frozenset())
     on_device: defaultdict[int, list[_Group]] = defaultdict(list)

@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from core.units import MIB
 from models_app.gguf.errors import (
     GGUFFormatError,
     GGUFIncompleteError,
@@ -21,11 +22,10 @@ from models_app.gguf.errors import (
 from models_app.gguf.sources import ByteSource
 from models_app.gguf.strings import skip_scalar, skip_vectorised
 
-MiB = 1 << 20
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _FAST_MIN_STRINGS = 64
-_FAST_WINDOW = 8 * MiB
+_FAST_WINDOW = 8 * MIB
 _MAX_SLOW_PASSES = 4
 _SCALAR_BATCH = 64
 
@@ -34,10 +34,10 @@ _SCALAR_BATCH = 64
 class Limits:
     """Safety limits for untrusted headers (all in items or bytes)."""
 
-    max_header_bytes: int = 64 * MiB
+    max_header_bytes: int = 64 * MIB
     max_tensors: int = 100_000
     max_kv: int = 100_000
-    max_string_bytes: int = 16 * MiB
+    max_string_bytes: int = 16 * MIB
     max_name_bytes: int = 64 * 1024
     max_array_items: int = 1 << 24
     max_array_depth: int = 2
@@ -48,7 +48,7 @@ DEFAULT_LIMITS = Limits()
 
 
 def _size_text(size: int) -> str:
-    return f"{size // MiB} MiB" if size % MiB == 0 else f"{size}-byte"
+    return f"{size // MIB} MiB" if size % MIB == 0 else f"{size}-byte"
 
 
 class Cursor:

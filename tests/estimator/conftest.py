@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from devtools.tiny_gguf import write_tiny_model
 from models_app.gguf import ModelFacts, PartialFileSource, load_model_facts, parse_model
-from models_app.gguf.testing import write_tiny_model
 
 FactsFactory = Callable[..., ModelFacts]
 

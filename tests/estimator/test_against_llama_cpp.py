@@ -1,7 +1,7 @@
 """The estimate matches what llama.cpp itself reports, over the accuracy matrix.
 
 Each case loads a generated model with llama-cpp-python on the CPU (in worker
-processes, see models_app/estimator/harness.py) and compares every buffer llama.cpp
+processes, see devtools/llama_harness.py) and compares every buffer llama.cpp
 logs with the estimate. Targets: weights and KV cache within 1 MiB, compute buffer
 within 10 %, total within 3 %. In practice the replayed allocator gives the
 compute buffer to the byte, which the last test holds it to.
@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from gguf import GGMLQuantizationType as Q
 
+from devtools.estimator_matrix import ARCHES, VARIANTS, Case, cases, write_models
+from devtools.llama_harness import compare, format_table, measure
+from devtools.tiny_gguf import write_tiny_model
 from models_app.estimator import estimate
-from models_app.estimator.harness import Reported, compare, format_table, measure
-from models_app.estimator.matrix import ARCHES, VARIANTS, Case, cases, write_models
 from models_app.gguf import load_model_facts
-from models_app.gguf.testing import write_tiny_model
+from scheduling.backend_logs import Reported
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None,

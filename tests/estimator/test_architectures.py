@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from devtools.estimator_matrix import ARCHES
 from models_app.estimator import CacheType, EstimatorError, RunSettings, estimate, ggml
 from models_app.estimator.compute import cuda_compute_size
 from models_app.estimator.context import context_params, pad, reserve_spec
-from models_app.estimator.matrix import ARCHES
 from models_app.estimator.shape import prepare
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from core.units import MIB
+from devtools.llama_harness import Row, compare, format_table, worker_config
 from models_app.estimator import RunSettings, estimate
-from models_app.estimator.harness import MIB, Row, compare, format_table, parse_log, worker_config
+from scheduling.backend_logs import parse_log
 
 LOG = "\n".join(
     [

@@ -13,13 +13,14 @@ import httpx
 import pytest
 from gguf import GGMLQuantizationType as Q
 
+from core.units import MIB
+from devtools.tiny_gguf import write_tiny_model
 from models_app.estimator import estimate, prepare
-from models_app.estimator.harness import MIB, parse_log
 from models_app.estimator.result import DeviceEstimate
 from models_app.gguf import ModelFacts, load_model_facts
-from models_app.gguf.testing import write_tiny_model
 from scheduling import fleet, llama_server, ports
 from scheduling.backend import LLAMA_SERVER, LaunchSpec
+from scheduling.backend_logs import parse_log
 from scheduling.models import Deployment
 from tests.conftest import skip_or_fail
 from tests.factories import CatalogModelFactory
@@ -115,6 +116,7 @@ ENCODERS = {
     "qwen3-embed": dict(arch="qwen3", pooling="last", n_ctx_train=2048),
     "bert-embed": dict(arch="bert", pooling="mean", n_ctx_train=512),
     "bert-rank": dict(arch="bert", pooling="rank", n_ctx_train=2048, n_embd=128, n_head=4),
+    "nomic-embed": dict(arch="nomic-bert", pooling="mean", n_ctx_train=2048, n_vocab=3000),
 }
 ENCODER_CASES = [
     ("qwen3-rank", "reranker", 2, False, 1024),
@@ -122,23 +124,23 @@ ENCODER_CASES = [
     ("bert-embed", "embedding", 1, False, 512),
     ("bert-embed", "embedding", 4, True, 512),
     ("bert-rank", "reranker", 2, False, 2048),
+    ("nomic-embed", "embedding", 3, True, 699),  # mean pooling: n_ubatch a multiple of 3
 ]
 
 
 @pytest.mark.parametrize(("model", "kind", "parallel", "fa", "n_ctx"), ENCODER_CASES)
-def test_an_embedding_models_upper_bound_covers_llama_servers_buffers(
+def test_an_embedding_or_reranker_estimate_matches_llama_servers_buffers(
     binary, tmp_path, model, kind, parallel, fa, n_ctx
 ):
-    """Embeddings on (pooling, classifier heads not modelled) or an encoder (bert has no
-    exact graph, and no KV cache): the estimate is an upper bound."""
+    """Embeddings on: the pooling and classifier head are replayed (encoder.py), bert and
+    nomic-bert exactly, without a KV cache; the estimate is llama-server's figures."""
     cpu, logged, facts = _estimate_and_log(
         binary, tmp_path, ENCODERS[model], kind, parallel, fa, n_ctx
     )
     slack = MIB // 100  # the log prints MiB to two decimals
-    if facts.architecture == "bert":
+    if facts.architecture in ("bert", "nomic-bert"):
         assert logged.get("kv_cache", 0) == 0 and cpu.kv_cache == 0
-    assert cpu.kv_cache >= logged.get("kv_cache", 0) - slack
-    assert cpu.weights >= logged["weights"] - slack
-    assert cpu.compute >= logged["compute"]
-    assert cpu.output >= logged.get("output", 0) - slack
-    assert cpu.total >= sum(logged.values())
+    assert abs(cpu.kv_cache - logged.get("kv_cache", 0)) <= slack
+    assert abs(cpu.weights - logged["weights"]) <= slack
+    assert abs(cpu.compute - logged["compute"]) <= slack
+    assert abs(cpu.output - logged.get("output", 0)) <= slack

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from core.units import MIB
 from models_app.estimator import (
     DEFAULT_GPU_OVERHEAD_BYTES,
     GpuDevice,
@@ -16,7 +17,6 @@ from models_app.estimator import (
     prepare,
 )
 
-MIB = 1 << 20
 SETTINGS = RunSettings(n_ctx=2048, flash_attn=True)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from gguf import GGMLQuantizationType as Q
 
+from devtools.tiny_gguf import write_tiny_model
 from models_app.estimator import (
     COMPONENTS,
     CacheType,
@@ -35,7 +36,6 @@ from models_app.estimator import (
 )
 from models_app.estimator import compute as compute_module
 from models_app.gguf import ModelFacts, PartialFileSource, parse_model
-from models_app.gguf.testing import write_tiny_model
 
 DATA = Path(__file__).parent / "data" / "estimates.json"
 

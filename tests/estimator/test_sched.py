@@ -6,14 +6,14 @@ import itertools
 
 import pytest
 
+from core.units import KIB
 from models_app.estimator import GpuDevice, RunSettings, estimate, ggml, prepare
 from models_app.estimator import compute as compute_module
 from models_app.estimator.allocator import GraphAllocator
 from models_app.estimator.context import context_params, reserve_spec
-from models_app.estimator.placement import place_layers
+from models_app.estimator.layer_split import place_layers
 from models_app.estimator.sched import schedule
 
-KIB = 1024
 GPU, CPU = 0, 1
 
 

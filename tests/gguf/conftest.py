@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from gguf import GGMLQuantizationType as Q
 
-from models_app.gguf.testing import CHATML_TEMPLATE, write_tiny_model
+from devtools.tiny_gguf import CHATML_TEMPLATE, write_tiny_model
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf import GGUFValueType as V
 from gguf import GGUFWriter
 
+from devtools.tiny_gguf import write_tiny_model
 from models_app.gguf import (
     BytesSource,
     GGUFError,
@@ -23,7 +24,6 @@ from models_app.gguf import (
     read_header,
 )
 from models_app.gguf.split import check_shards
-from models_app.gguf.testing import write_tiny_model
 
 CORPUS = Path(__file__).parent / "corpus"
 INTERESTING_U64 = (

@@ -19,14 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
-from models_app.gguf import ModelFacts, load_model_facts
-from models_app.gguf.testing import (
+from devtools.tiny_gguf import (
     CHATML_TEMPLATE,
     TinyModelSpec,
     model_tensors,
     tiny_wordpiece_vocab,
     write_tiny_model,
 )
+from models_app.gguf import ModelFacts, load_model_facts
 from scheduling import llama_server
 from tests.conftest import skip_or_fail
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from gguf import GGMLQuantizationType as Q
 
-from models_app.estimator.matrix import ARCHES
+from devtools.estimator_matrix import ARCHES
+from devtools.tiny_gguf import CHATML_TEMPLATE, write_tiny_model
 from models_app.gguf import load_model_facts
-from models_app.gguf.testing import CHATML_TEMPLATE, write_tiny_model
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
@@ -42,6 +42,9 @@ CASES: dict[str, dict[str, Any]] = {
     "deepseek2-q8_0": {**ARCHES["deepseek2"], "weight_type": Q.Q8_0},
     "glm4moe-q4_0": {**ARCHES["glm4moe"], "weight_type": Q.Q4_0},
     "gpt-oss-q8_0": {**ARCHES["gpt-oss"], "weight_type": Q.Q8_0},  # MXFP4 experts
+    "lfm2-q4_0": {**ARCHES["lfm2"], "weight_type": Q.Q4_0},  # short-conv + attention hybrid
+    "granite-hybrid-q8_0": {**ARCHES["granite-hybrid"], "weight_type": Q.Q8_0},  # Mamba-2 hybrid
+    "granite-hybrid-moe-q4_0": {**ARCHES["granite-hybrid-moe"], "weight_type": Q.Q4_0},
 }
 
 

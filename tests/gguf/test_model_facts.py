@@ -10,6 +10,7 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFReader, GGUFWriter
 
+from devtools.tiny_gguf import TinyModelSpec, model_tensors, write_tiny_model
 from models_app.gguf import (
     ArraySummary,
     ModelFacts,
@@ -18,7 +19,6 @@ from models_app.gguf import (
     load_model_facts,
     parse_model,
 )
-from models_app.gguf.testing import TinyModelSpec, model_tensors, write_tiny_model
 
 
 def _reference(path: Path) -> GGUFReader:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.tiny_gguf import write_tiny_model
 from models_app.gguf import (
     GGUFLimitError,
     GGUFRemoteError,
@@ -15,7 +16,6 @@ from models_app.gguf import (
     load_model_facts,
     parse_model,
 )
-from models_app.gguf.testing import write_tiny_model
 from tests.gguf.http_server import serve_files
 
 

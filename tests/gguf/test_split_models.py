@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.tiny_gguf import write_tiny_model
 from models_app.gguf import (
     GGUFSplitError,
     LocalFileSource,
@@ -13,7 +14,6 @@ from models_app.gguf import (
     parse_model,
     shard_locations,
 )
-from models_app.gguf.testing import write_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The estimate page and API say when a figure is an upper bound (an architecture
-without an exact graph), and an encoder's estimate has no KV cache."""
+without an exact graph, mistral3 here), and an encoder's estimate (bert: exact) has no KV
+cache."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from devtools.tiny_gguf import write_tiny_model
 from models_app.gguf import load_model_facts
-from models_app.gguf.testing import write_tiny_model
 from tests.factories import CatalogModelFactory, GpuFactory, NodeFactory
 
 PAGE, API = "/models/estimate/", "/api/v1/estimate"
@@ -29,17 +30,21 @@ def encoder(storage_root: Path) -> Path:
     return path
 
 
-def test_the_estimate_page_shows_the_upper_bound_caveat(viewer_client, encoder, tiny_model):
-    bound = viewer_client.get(PAGE, {"model": str(encoder), **SETTINGS}, **HTMX).content.decode()
+@pytest.fixture
+def inexact(storage_root: Path) -> Path:
+    (path,) = write_tiny_model(storage_root / "tiny-mistral3.gguf", arch="mistral3")
+    return path
+
+
+def test_the_estimate_page_shows_the_upper_bound_caveat(viewer_client, inexact, tiny_model):
+    bound = viewer_client.get(PAGE, {"model": str(inexact), **SETTINGS}, **HTMX).content.decode()
     exact = viewer_client.get(PAGE, {"model": str(tiny_model), **SETTINGS}, **HTMX)
 
-    assert "<strong>Approximate:</strong> upper bound: &#x27;bert&#x27; has no exact graph" in bound
+    assert "<strong>Approximate:</strong> upper bound: &#x27;mistral3&#x27; has no " in bound
     assert "upper bound" not in exact.content.decode()
 
 
-def test_the_estimate_api_says_upper_bound_and_counts_no_kv_cache_for_an_encoder(
-    viewer_client, encoder
-):
+def test_the_estimate_api_counts_no_kv_cache_for_an_encoder_and_is_exact(viewer_client, encoder):
     response = viewer_client.post(
         API, json.dumps({"path": str(encoder), "settings": {"n_ctx": 512}}),
         content_type="application/json",
@@ -47,16 +52,16 @@ def test_the_estimate_api_says_upper_bound_and_counts_no_kv_cache_for_an_encoder
     body = response.json()
 
     assert response.status_code == 200, body
-    assert body["approximate"] is True
-    assert body["reasons"][0].startswith("upper bound: 'bert' has no exact graph")
+    assert body["approximate"] is False
+    assert not body["reasons"]
     (cpu,) = body["devices"]
     assert cpu["kv_cache"] == 0 and cpu["compute"] > 0
 
 
 @pytest.mark.django_db
-def test_the_catalog_says_a_fit_is_judged_by_an_upper_bound(viewer_client, encoder, tiny_model):
+def test_the_catalog_says_a_fit_is_judged_by_an_upper_bound(viewer_client, inexact, tiny_model):
     GpuFactory(node=NodeFactory(name="gpu-node"), index=0)
-    CatalogModelFactory(display_name="Bert", facts=load_model_facts(encoder).to_dict())
+    CatalogModelFactory(display_name="Mistral3", facts=load_model_facts(inexact).to_dict())
     CatalogModelFactory(display_name="Llama", facts=load_model_facts(tiny_model).to_dict())
 
     page = viewer_client.get(reverse("models_app:catalog")).content.decode()

@@ -173,3 +173,28 @@ def test_embedding_backends_take_a_whole_input_in_one_micro_batch_and_pool_by_de
     assert fleet.pooling_flag(Deployment(model=bert, n_ctx=512, kind="embedding")) == ""
     chosen = Deployment(model=bert, n_ctx=512, kind="embedding", pooling="last")
     assert fleet.pooling_flag(chosen) == "last"
+
+
+@pytest.mark.django_db
+def test_an_embedding_micro_batch_is_a_multiple_of_the_slots():
+    from scheduling.models import Deployment
+
+    model = CatalogModelFactory(facts={"pooling_type": "mean"})
+    deployment = Deployment(model=model, n_ctx=700, parallel=3, kind="embedding")
+    assert fleet.batch_sizes(deployment) == (702, 702)  # -np 3 -ub 700 aborts llama-server
+    deployment.parallel = 1
+    assert fleet.batch_sizes(deployment) == (700, 700)
+
+
+@pytest.mark.django_db
+def test_the_estimate_pools_as_the_backend_is_told_to():
+    from scheduling.models import Deployment
+
+    bert = CatalogModelFactory(facts={"pooling_type": "cls"})
+    llama = CatalogModelFactory(facts={"pooling_type": None})
+    assert fleet.run_settings(Deployment(model=bert, kind="embedding")).pooling is None
+    chosen = Deployment(model=bert, kind="embedding", pooling="mean")
+    assert fleet.run_settings(chosen).pooling == "mean"
+    assert fleet.run_settings(Deployment(model=llama, kind="embedding")).pooling == "mean"
+    assert fleet.run_settings(Deployment(model=bert, kind="reranker")).pooling == "rank"
+    assert fleet.run_settings(Deployment(model=llama, kind="chat")).pooling is None

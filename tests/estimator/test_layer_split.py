@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 
+from core.units import GIB
 from models_app.estimator import GpuDevice, RunSettings, SplitMode, estimate
 from models_app.estimator.context import pad
-from models_app.estimator.placement import CPU, place_layers, split_points
+from models_app.estimator.layer_split import CPU, place_layers, split_points
 from models_app.estimator.shape import prepare
 from models_app.estimator.weights import CUDA_ALIGNMENT, cuda_alloc_size
 
-GIB = 1 << 30
 ONE = [GpuDevice("CUDA0", 24 * GIB)]
 TWO = [GpuDevice("CUDA0", 24 * GIB), GpuDevice("CUDA1", 8 * GIB)]
 

@@ -16,19 +16,32 @@ needs flash attention), 1 to 8 parallel sequences, flash attention on and off, m
 and off, several batch sizes, ``swa_full`` on and off (it only changes iSWA models).
 Every model runs with every settings variant llama.cpp accepts for it (``supported``:
 an MLA model refuses K and V caches of different types).
+
+The hybrids lfm2 (short-convolution layers with recurrent state, attention in the
+others) and granite-hybrid (Mamba-2 layers; dense and with experts) run ``VARIANTS`` and
+``RECURRENT_VARIANTS`` (contexts up to 32768, micro-batches of 1024, q4_0 caches, 4
+sequences in a unified cache).
+
+Embedding and reranker models (an entry with a ``pooling`` type: bert with CLS pooling,
+a bert reranker with its classifier head, nomic-bert, a qwen3 reranker and a qwen3
+embedding model; 30k WordPiece vocabularies, 64-wide encoder heads) run the
+``EMBEDDING_VARIANTS`` instead: embeddings on, ``n_batch = n_ubatch`` as llama-server
+sets them, micro-batches 256 to 1024, contexts 512 to 4096 (700, 1000, 1536 and 3000
+among them), 1, 2, 4 and 256 sequences (llama-cpp-python's embedding contexts), flash
+attention on and off, ``--pooling`` mean and none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from gguf import GGMLQuantizationType as Q
 
+from devtools.tiny_gguf import write_tiny_model
 from models_app.estimator.settings import CacheType, RunSettings
-from models_app.gguf.testing import write_tiny_model
 
 ARCHES: dict[str, dict[str, Any]] = {
     "llama-gqa": {"n_layer": 3, "n_embd": 256, "n_head": 4, "n_head_kv": 2, "n_ff": 512},
@@ -218,6 +231,117 @@ ARCHES: dict[str, dict[str, Any]] = {
         "sliding_window": 128,
         "expert_type": Q.MXFP4,
     },
+    # LFM2-1.2B-like hybrid: heads of 64, 4 query heads per KV head, an FFN 4x n_embd,
+    # short-convolution layers (3 taps, no KV heads) where LFM2 has them (2 of 3 layers,
+    # the last one too), tied embeddings; it runs VARIANTS and RECURRENT_VARIANTS
+    "lfm2": {
+        "arch": "lfm2",
+        "n_layer": 6,
+        "n_embd": 256,
+        "n_head": 4,
+        "n_head_kv": (0, 0, 1, 0, 1, 0),
+        "n_ff": 1024,
+        "l_cache": 3,
+        "tied_embeddings": True,
+        "n_vocab": 1000,
+    },
+    # Granite-4.0-H-Micro-like hybrid: Mamba-2 layers (d_inner 2 x n_embd in heads of 64,
+    # state 128, one group, 4 taps) and one attention layer in six (4 query heads per KV
+    # head of 64, no RoPE), a dense FFN 4x n_embd, residual and logit multipliers, tied
+    "granite-hybrid": {
+        "arch": "granitehybrid",
+        "n_layer": 6,
+        "n_embd": 256,
+        "n_head": 4,
+        "n_head_kv": (0, 0, 1, 0, 0, 0),
+        "n_ff": 1024,
+        "ssm_n_head": 8,
+        "ssm_d_state": 128,
+        "rope": False,
+        "residual_scale": 0.22,
+        "logit_scale": 8.0,
+        "tied_embeddings": True,
+        "n_vocab": 1000,
+    },
+    # Granite-4.0-H-Tiny-like: the same with experts (16 of 128, 4 used, softmax gating,
+    # normalised weights) and an ungated shared expert of 192 in place of the dense FFN
+    "granite-hybrid-moe": {
+        "arch": "granitehybrid",
+        "n_layer": 6,
+        "n_embd": 256,
+        "n_head": 4,
+        "n_head_kv": (0, 0, 1, 0, 0, 0),
+        "n_ff": 128,
+        "n_expert": 16,
+        "n_expert_used": 4,
+        "n_ff_shexp": 192,
+        "ssm_n_head": 8,
+        "ssm_d_state": 128,
+        "rope": False,
+        "residual_scale": 0.22,
+        "logit_scale": 8.0,
+        "tied_embeddings": True,
+        "n_vocab": 1000,
+    },
+    # embedding and reranker models (a "pooling" key): they run the EMBEDDING_VARIANTS.
+    # bge-base-like: heads of 64, a 30k WordPiece vocabulary, learned positions, CLS pooling
+    "bert": {
+        "arch": "bert",
+        "n_layer": 3,
+        "n_embd": 256,
+        "n_head": 4,
+        "n_ff": 1024,
+        "n_vocab": 30522,
+        "n_ctx_train": 2048,
+        "pooling": "cls",
+    },
+    # bge-reranker-base-like: the classifier head (dense + tanh, one output), rank pooling
+    "bert-rank": {
+        "arch": "bert",
+        "n_layer": 3,
+        "n_embd": 256,
+        "n_head": 4,
+        "n_ff": 1024,
+        "n_vocab": 30522,
+        "n_ctx_train": 2048,
+        "pooling": "rank",
+    },
+    # nomic-embed-text-v1.5-like: RoPE, fused QKV, SwiGLU, no biases, mean pooling
+    "nomic-bert": {
+        "arch": "nomic-bert",
+        "n_layer": 3,
+        "n_embd": 256,
+        "n_head": 4,
+        "n_ff": 768,
+        "n_vocab": 30522,
+        "n_ctx_train": 2048,
+        "pooling": "mean",
+    },
+    # Qwen3-Reranker-like: head_dim 128, the yes / no rows as a 2-output classifier, softmax
+    "qwen3-rank": {
+        "arch": "qwen3",
+        "n_embd": 256,
+        "n_head": 4,
+        "n_head_kv": 2,
+        "key_length": 128,
+        "n_ff": 512,
+        "n_ctx_train": 4096,
+        "tied_embeddings": True,
+        "pooling": "rank",
+        "n_cls_out": 2,
+    },
+    # Qwen3-Embedding-like: last-token pooling
+    "qwen3-embed": {
+        "arch": "qwen3",
+        "n_embd": 256,
+        "n_head": 4,
+        "n_head_kv": 2,
+        "key_length": 128,
+        "n_ff": 512,
+        "n_ctx_train": 4096,
+        "tied_embeddings": True,
+        "pooling": "last",
+    },
 }
 WEIGHT_TYPES = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
 Q8 = CacheType.Q8_0
@@ -244,6 +368,50 @@ VARIANTS: dict[str, RunSettings] = {
     "ctx4096-ub2048-fa": RunSettings(n_ctx=4096, n_batch=4096, n_ubatch=2048, flash_attn=True),
     "ctx1024-np4-ub2": RunSettings(n_ctx=1024, n_seq_max=4, n_ubatch=2),  # token graph decides
 }
+# embedding servers: llama-server sets n_batch = n_ubatch (one ubatch per request), one
+# slot per sequence; contexts that are not multiples of 256, flash attention on and off,
+# the model's pooling and others (--pooling)
+EMBEDDING_VARIANTS: dict[str, RunSettings] = {
+    f"emb-{name}": replace(settings, embeddings=True)
+    for name, settings in {
+        "ctx512-ub512": RunSettings(n_ctx=512, n_batch=512, n_ubatch=512),
+        "ctx2048-np4-ub512-fa": RunSettings(
+            n_ctx=2048, n_seq_max=4, n_batch=512, n_ubatch=512, flash_attn=True
+        ),
+        "ctx1000-ub1024": RunSettings(n_ctx=1000, n_batch=1024, n_ubatch=1024),
+        "ctx700-np4-ub256-fa": RunSettings(
+            n_ctx=700, n_seq_max=4, n_batch=256, n_ubatch=256, flash_attn=True
+        ),
+        "ctx4096-np4-ub1024-fa": RunSettings(
+            n_ctx=4096, n_seq_max=4, n_batch=1024, n_ubatch=1024, flash_attn=True
+        ),
+        "ctx3000-ub1024-mean": RunSettings(n_ctx=3000, n_batch=1024, n_ubatch=1024, pooling="mean"),
+        "ctx1536-np2-ub768-none": RunSettings(
+            n_ctx=1536, n_seq_max=2, n_batch=768, n_ubatch=768, pooling="none"
+        ),
+        # llama-cpp-python's Llama(embedding=True): n_seq_max = min(n_batch, 256), unified
+        "ctx512-np256-unified": RunSettings(
+            n_ctx=512, n_seq_max=256, n_batch=512, n_ubatch=512, kv_unified=True
+        ),
+    }.items()
+}
+# hybrids with recurrent state (their state is per sequence, kv_unified or not): the
+# rest of the grid, contexts up to 32768 that are not multiples of 256, micro-batches of
+# 1024, q4_0 caches, 4 sequences in one unified cache
+RECURRENT_ARCHES = frozenset({"lfm2", "granitehybrid"})
+Q4 = CacheType.Q4_0
+RECURRENT_VARIANTS: dict[str, RunSettings] = {
+    "ctx32768-np4-ub1024-fa-q4": RunSettings(
+        n_ctx=32768, n_seq_max=4, n_ubatch=1024, flash_attn=True, type_k=Q4, type_v=Q4
+    ),
+    "ctx20000-np4-unified-ub1024": RunSettings(
+        n_ctx=20000, n_seq_max=4, kv_unified=True, n_ubatch=1024
+    ),
+    "ctx700-np4-unified-ub256-fa-q8": RunSettings(
+        n_ctx=700, n_seq_max=4, kv_unified=True, n_ubatch=256, flash_attn=True, type_k=Q8, type_v=Q8
+    ),
+    "ctx1500-ub1024-k4": RunSettings(n_ctx=1500, n_ubatch=1024, type_k=Q4),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,20 +432,31 @@ class Case:
 
     @property
     def settings(self) -> RunSettings:
-        return VARIANTS[self.variant]
+        return settings_of(self.variant)
 
 
 def supported(arch: str, variant: str) -> bool:
     """Whether llama.cpp creates a context for the model with these settings: an MLA
     model (deepseek2) wants the same K and V cache types (V is a view of K)."""
-    settings = VARIANTS[variant]
+    settings = settings_of(variant)
     return ARCHES[arch].get("arch") != "deepseek2" or settings.type_k is settings.type_v
+
+
+def settings_of(variant: str) -> RunSettings:
+    return {**VARIANTS, **EMBEDDING_VARIANTS, **RECURRENT_VARIANTS}[variant]
+
+
+def variants_of(arch: str) -> dict[str, RunSettings]:
+    """An embedding or reranker model (a pooling type) runs as an embedding server."""
+    if ARCHES[arch].get("arch") in RECURRENT_ARCHES:
+        return {**VARIANTS, **RECURRENT_VARIANTS}
+    return EMBEDDING_VARIANTS if "pooling" in ARCHES[arch] else VARIANTS
 
 
 def cases() -> Iterator[Case]:
     for arch in ARCHES:
         for weight_type in WEIGHT_TYPES:
-            for variant in VARIANTS:
+            for variant in variants_of(arch):
                 if supported(arch, variant):
                     yield Case(arch, weight_type, variant)
 

@@ -7,6 +7,7 @@ state; a crash must not take the caller down) and parses its log:
     load_tensors:   CPU_Mapped model buffer size =     3.11 MiB
     llama_kv_cache:        CPU KV buffer size =     0.25 MiB
     llama_kv_cache: size =    0.25 MiB (   512 cells, ...), K (f16):    0.12 MiB, V (f16): ...
+    llama_memory_recurrent:        CPU RS buffer size =     0.02 MiB
     llama_context:        CPU  output buffer size =     0.00 MiB
     sched_reserve:        CPU compute buffer size =    11.76 MiB
     ~llama_context:        CPU compute buffer size is  11.7598 MiB, matches expectation ...
@@ -18,31 +19,19 @@ teardown), so a reported size is known to about ±5 KiB (±53 bytes).
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from core.units import MIB
 from models_app.estimator.result import COMPONENTS, Estimate
 from models_app.estimator.settings import RunSettings
+from scheduling.backend_logs import Reported, parse_log
 
-MIB = 1 << 20
-ROUNDING = MIB // 200 + 1  # a figure printed as %.2f MiB is within 0.005 MiB
-ROUNDING_EXACT = MIB // 20000 + 1  # %.4f MiB
 WORKER = Path(__file__).with_name("llama_worker.py")
-_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
-_PATTERNS = {
-    "weights": re.compile(rf"load_tensors:\s+(\S+) model buffer size =\s+{_NUMBER} MiB"),
-    "kv_cache": re.compile(rf"llama_kv_cache:\s+(\S+) KV buffer size =\s+{_NUMBER} MiB"),
-    "compute": re.compile(rf"sched_reserve:\s+(\S+) compute buffer size =\s+{_NUMBER} MiB"),
-    "output": re.compile(rf"llama_context:\s+(\S+)\s+output buffer size =\s+{_NUMBER} MiB"),
-}
-_EXACT_COMPUTE = re.compile(rf"~llama_context:\s+(\S+) compute buffer size is\s+{_NUMBER} MiB")
-_KV_SPLIT = re.compile(rf"K \((\w+)\):\s+{_NUMBER} MiB, V \((\w+)\):\s+{_NUMBER} MiB")
-_CPARAM = re.compile(r"llama_context: (n_ctx|n_ctx_seq|n_seq_max|n_batch|n_ubatch)\s+= (\d+)")
 TOLERANCES = {
     "weights": ("abs", MIB),
     "kv_cache": ("abs", MIB),
@@ -50,49 +39,6 @@ TOLERANCES = {
     "output": ("abs", MIB),
     "total": ("rel", 0.03),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Reported:
-    """What llama.cpp logged for one load: bytes per buffer, grouped by component."""
-
-    buffers: dict[str, dict[str, int]]  # component -> {buffer name: bytes}
-    resolution: dict[str, int]  # component -> how exact the printed figure is (bytes)
-    kv_split: tuple[int, int] = (0, 0)  # K and V bytes
-    cparams: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
-
-    def component(self, name: str) -> int:
-        return sum(self.buffers.get(name, {}).values())
-
-    @property
-    def total(self) -> int:
-        return sum(self.component(name) for name in self.buffers)
-
-
-def _mib(text: str) -> int:
-    return round(float(text) * MIB)
-
-
-def parse_log(log: str, error: str | None = None) -> Reported:
-    """The buffer sizes in a llama.cpp load log."""
-    buffers: dict[str, dict[str, int]] = {}
-    resolution: dict[str, int] = {}
-    for component, pattern in _PATTERNS.items():
-        for name, size in pattern.findall(log):
-            # a name logged twice is two buffers: an iSWA model's two KV caches
-            sizes = buffers.setdefault(component, {})
-            sizes[name] = sizes.get(name, 0) + _mib(size)
-            # each figure is rounded to 0.01 MiB (0.0001 MiB for the compute buffer at teardown)
-            resolution[component] = resolution.get(component, 0) + ROUNDING
-    exact = _EXACT_COMPUTE.findall(log)
-    if exact:
-        buffers["compute"] = {name: _mib(size) for name, size in exact}
-        resolution["compute"] = len(exact) * ROUNDING_EXACT
-    splits = _KV_SPLIT.findall(log)  # one line per cache
-    kv_split = (sum(_mib(s[1]) for s in splits), sum(_mib(s[3]) for s in splits))
-    cparams = {key: int(value) for key, value in _CPARAM.findall(log)}
-    return Reported(buffers, resolution, kv_split, cparams, error)
 
 
 def worker_config(model_path: str | Path, settings: RunSettings) -> dict[str, object]:
@@ -110,6 +56,8 @@ def worker_config(model_path: str | Path, settings: RunSettings) -> dict[str, ob
         "offload_kqv": settings.offload_kqv,
         "kv_unified": settings.kv_unified,
         "swa_full": settings.swa_full,
+        "embeddings": settings.embeddings,
+        "pooling": settings.pooling,
         "n_gpu_layers": 0,
     }
 
@@ -137,10 +85,11 @@ def measure(
 ) -> list[Reported]:
     """Load each (model, settings) with llama.cpp on the CPU; what it reported, in order.
 
-    ``embeddings`` creates the contexts as an embedding server does (pooled outputs)."""
+    ``embeddings`` creates every context as an embedding server does (pooled outputs),
+    whatever its settings say."""
     configs = [worker_config(path, settings) for path, settings in runs]
     for config in configs:
-        config["embeddings"] = embeddings
+        config["embeddings"] = embeddings or config["embeddings"]
     chunks = [configs[i : i + per_process] for i in range(0, len(configs), per_process)]
     with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
         parts = list(pool.map(lambda chunk: _run_worker(chunk, timeout), chunks))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from models_app.estimator.settings import GpuDevice, RunSettings, SplitMode
 
-CPU = -1  # device index of the host in a Placement
+CPU = -1  # device index of the host in a ``LayerSplit``
 
 
 def f32(value: float) -> float:
@@ -34,7 +34,7 @@ def f32(value: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class Placement:
+class LayerSplit:
     """Where llama.cpp puts each layer: indices into ``gpus``, or ``CPU``."""
 
     gpus: tuple[GpuDevice, ...]  # the GPUs llama.cpp uses, in its order
@@ -103,7 +103,7 @@ def resolve_n_gpu_layers(n_gpu_layers: int, n_layer: int) -> int:
     return n_gpu_layers if n_gpu_layers >= 0 else n_layer + 1
 
 
-def place_layers(n_layer: int, gpus: Sequence[GpuDevice], settings: RunSettings) -> Placement:
+def place_layers(n_layer: int, gpus: Sequence[GpuDevice], settings: RunSettings) -> LayerSplit:
     """The device of every layer for ``settings`` on ``gpus`` (may be empty: CPU only)."""
     used = used_gpus(gpus, settings)
     n_gpu_layers = resolve_n_gpu_layers(settings.n_gpu_layers, n_layer)
@@ -111,7 +111,7 @@ def place_layers(n_layer: int, gpus: Sequence[GpuDevice], settings: RunSettings)
     i_gpu_start = max(n_layer + 1 - n_gpu_layers, 0)
     act_gpu_layers = min(n_gpu_layers, n_layer + 1) if used else 0
     devices = _devices(n_layer + 1, i_gpu_start, act_gpu_layers, points)
-    return Placement(
+    return LayerSplit(
         gpus=used,
         layers=devices[:n_layer],
         output=devices[n_layer],

@@ -20,6 +20,7 @@ from typing import Any
 import llama_cpp
 
 _TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
+_POOLING = {None: -1, "none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}  # -1: the model's
 _LOAD_MODE_NONE = 0
 _LOAD_MODE_MMAP = 1
 
@@ -57,6 +58,7 @@ def _context_params(run: dict[str, Any]) -> Any:
     params.kv_unified = bool(run.get("kv_unified", False))
     params.swa_full = bool(run.get("swa_full", True))
     params.embeddings = bool(run.get("embeddings", False))
+    params.pooling_type = _POOLING[run.get("pooling")]
     params.n_threads = params.n_threads_batch = 1
     return params
 

@@ -61,6 +61,7 @@ ARCHITECTURES = (
     "qwen3",
     "qwen3moe",
     "bert",
+    "nomic-bert",
     "mistral3",
     "gemma2",
     "gemma3",
@@ -69,12 +70,15 @@ ARCHITECTURES = (
     "deepseek2",
     "glm4moe",
     "gpt-oss",
+    "lfm2",
+    "granitehybrid",
 )  # mistral3: llama's tensors
 GEMMA = ("gemma2", "gemma3")
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
 RANK_ARCHITECTURES = ("qwen3", "bert")
+ENCODERS = ("bert", "nomic-bert")  # non-causal, WordPiece vocabularies
 _LETTERS = "etaoinshrdlucmfwypvbgkjqxz"
-_MIN_VOCAB = {"bert": len(WORDPIECE_SPECIALS) + 2 * len(_LETTERS)}
+_MIN_VOCAB = {arch: len(WORDPIECE_SPECIALS) + 2 * len(_LETTERS) for arch in ENCODERS}
 _MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS) + 1
 _FILE_TYPES = {
     Q.F32: LlamaFileType.ALL_F32,
@@ -134,8 +138,23 @@ class TinyModelSpec:
     attention, ``n_expert`` experts of ``n_ff_exp`` with biases (in ``expert_type``,
     MXFP4 as OpenAI ships them), every other layer sliding-window (``sliding_window``).
 
+    ``arch="lfm2"``: LFM2's hybrid blocks: a layer whose ``n_head_kv`` is 0 is a short
+    convolution (``shortconv.in_proj`` 3 x n_embd wide, a depthwise ``shortconv.conv`` of
+    ``l_cache`` taps, ``shortconv.out_proj``), the others attention with Q/K norms; each
+    with a dense SwiGLU FFN; the output norm is named ``token_embd_norm`` as LFM2's
+    converter writes it.
+
+    ``arch="granitehybrid"`` (granite-hybrid): Granite-4.0-H's blocks: a layer whose
+    ``n_head_kv`` is 0 is a Mamba-2 mixer (d_inner = 2 x n_embd in ``ssm_n_head`` heads,
+    ``ssm_d_state``, ``ssm_n_group`` groups, a ``ssm_d_conv``-tap convolution), the others
+    attention; a
+    dense SwiGLU FFN each; ``rope`` False writes ``rope.scaling.finetuned`` false (NoPE, as
+    Granite-4.0-H ships), ``residual_scale`` / ``logit_scale`` granite's multipliers.
+
     ``arch="bert"`` is an encoder (non-causal, WordPiece vocabulary, learned positions
     for ``n_ctx_train`` tokens, every head its own K/V: ``n_head_kv`` is ignored).
+    ``arch="nomic-bert"``: nomic-embed-text's encoder: no position embeddings (RoPE), one
+    fused ``attn_qkv``, no biases but the norms', a SwiGLU FFN (``ffn_gate``).
     ``pooling`` writes ``{arch}.pooling_type``; ``"rank"`` (qwen3 and bert only) adds
     the classifier head llama.cpp's rerankers use, of ``n_cls_out`` outputs, and
     ``{arch}.classifier.output_labels`` (llama.cpp's ``n_cls_out`` is their count).
@@ -182,6 +201,15 @@ class TinyModelSpec:
     expert_weights_scale: float = 1.0
     expert_type: GGMLQuantizationType | None = None  # *_exps; default weight_type (gpt-oss)
     n_nextn: int = 0  # nextn_predict_layers: MTP blocks after the n_layer (deepseek2, glm4moe)
+    l_cache: int = 3  # shortconv.l_cache: the short convolution's taps (lfm2)
+    # granite-hybrid's Mamba-2 layers (ssm.*) and multipliers
+    ssm_n_head: int = 0  # ssm.time_step_rank
+    ssm_d_state: int = 0  # ssm.state_size
+    ssm_n_group: int = 1  # ssm.group_count
+    ssm_d_conv: int = 4  # ssm.conv_kernel
+    rope: bool = True  # rope.scaling.finetuned (granite-hybrid: off is NoPE)
+    residual_scale: float | None = None
+    logit_scale: float | None = None
 
     @property
     def head_dim(self) -> int:
@@ -233,7 +261,7 @@ def _check_spec(spec: TinyModelSpec) -> None:
         raise ValueError(f"n_vocab must be at least {minimum} for {spec.arch} (see its vocab)")
     if spec.n_expert and not 0 < spec.n_expert_used <= spec.n_expert:
         raise ValueError("n_expert_used must be between 1 and n_expert")
-    if spec.arch in ("qwen3", "bert") and spec.n_expert:
+    if spec.arch in ("qwen3", *ENCODERS) and spec.n_expert:
         raise ValueError(f"llama.cpp's {spec.arch} has no experts (qwen3moe is another arch)")
     if spec.arch == "qwen3moe" and not (spec.n_expert and isinstance(spec.n_ff, int)):
         raise ValueError("qwen3moe needs n_expert and n_expert_used, and one n_ff for all layers")
@@ -247,6 +275,8 @@ def _check_spec(spec: TinyModelSpec) -> None:
         raise ValueError(f"llama.cpp's {spec.arch} wants n_embd / n_head heads")
     if spec.arch == "gpt-oss" and not (spec.n_expert and spec.n_ff_exp and spec.sliding_window):
         raise ValueError("gpt-oss needs n_expert, n_expert_used, n_ff_exp and sliding_window")
+    if spec.arch in ("lfm2", "granitehybrid"):
+        _check_hybrid(spec)
     if spec.n_nextn and spec.arch not in ("deepseek2", "glm4moe"):
         raise ValueError("n_nextn: only deepseek2 and glm4moe have multi-token-prediction blocks")
     if spec.arch == "glm4moe" and not (spec.n_expert and spec.n_ff_exp and spec.n_expert_shared):
@@ -256,9 +286,25 @@ def _check_spec(spec: TinyModelSpec) -> None:
             "deepseek2 needs kv_lora_rank, key_length, n_rot, value_head, n_expert, "
             "n_ff_exp and n_expert_shared"
         )
-    if spec.arch == "bert" and spec.key_length is not None:
+    if spec.arch in ENCODERS and spec.key_length is not None:
         raise ValueError("bert's head size is n_embd / n_head: leave key_length unset")
     _check_pooling(spec)
+
+
+def _check_hybrid(spec: TinyModelSpec) -> None:
+    """llama_model_lfm2's and llama_model_granite_hybrid's loaders: heads n_embd / n_head
+    wide, lfm2's FFN dense, a short convolution of at least two taps, SSM heads that
+    divide d_inner (2 x n_embd)."""
+    if spec.key_length is not None or (spec.n_expert and spec.arch == "lfm2"):
+        raise ValueError(f"{spec.arch}'s heads are n_embd / n_head wide (lfm2: a dense FFN)")
+    if spec.arch == "granitehybrid" and not (
+        spec.ssm_n_head and spec.ssm_d_state and 2 * spec.n_embd % spec.ssm_n_head == 0
+    ):
+        raise ValueError("granite-hybrid needs ssm_n_head (dividing 2 x n_embd) and ssm_d_state")
+    if isinstance(spec.n_head_kv, int) or not all(isinstance(n, int) for n in spec.n_head_kv):
+        raise ValueError("lfm2 needs n_head_kv per layer (0: a short-convolution layer)")
+    if len(spec.n_head_kv) != spec.n_layer or spec.l_cache < 2:
+        raise ValueError("lfm2 needs one n_head_kv per layer and l_cache of at least 2")
 
 
 def _mla_complete(spec: TinyModelSpec) -> bool:
@@ -285,9 +331,11 @@ def _add_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
     else:
         writer.add_feed_forward_length(spec.n_ff)
     writer.add_head_count(spec.n_head)
-    if spec.arch == "bert":
+    if spec.arch in ENCODERS:
         writer.add_layer_norm_eps(spec.norm_eps)
         writer.add_causal_attention(False)
+        if spec.arch == "nomic-bert":
+            writer.add_rope_freq_base(spec.rope_freq_base)
     else:
         _add_decoder_hparams(writer, spec)
     _add_pooling(writer, spec)
@@ -317,6 +365,10 @@ def _add_decoder_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
         writer.add_expert_shared_feed_forward_length(spec.n_ff_shexp)
     if spec.arch == "glm4moe":
         _add_shared_moe_hparams(writer, spec)
+    if spec.arch == "lfm2":
+        writer.add_shortconv_l_cache(spec.l_cache)
+    if spec.arch == "granitehybrid":
+        _add_granite_hybrid_hparams(writer, spec)
     if spec.arch == "gpt-oss":
         writer.add_expert_feed_forward_length(spec.n_ff_exp)
     if spec.sliding_window is not None:
@@ -325,6 +377,19 @@ def _add_decoder_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
         writer.add_attn_logit_softcapping(spec.attn_softcap)
     if spec.final_softcap is not None:
         writer.add_final_logit_softcapping(spec.final_softcap)
+
+
+def _add_granite_hybrid_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
+    writer.add_ssm_conv_kernel(spec.ssm_d_conv)
+    writer.add_ssm_inner_size(2 * spec.n_embd)
+    writer.add_ssm_state_size(spec.ssm_d_state)
+    writer.add_ssm_time_step_rank(spec.ssm_n_head)
+    writer.add_ssm_group_count(spec.ssm_n_group)
+    writer.add_rope_scaling_finetuned(spec.rope)
+    if spec.residual_scale is not None:
+        writer.add_residual_scale(spec.residual_scale)
+    if spec.logit_scale is not None:
+        writer.add_logit_scale(spec.logit_scale)
 
 
 def _add_mla_hparams(writer: GGUFWriter, spec: TinyModelSpec) -> None:
@@ -377,7 +442,7 @@ def classifier_labels(spec: TinyModelSpec) -> list[str]:
 
 
 def _add_vocab(writer: GGUFWriter, spec: TinyModelSpec) -> None:
-    if spec.arch == "bert":
+    if spec.arch in ENCODERS:
         _add_wordpiece_vocab(writer, spec)
     else:
         _add_bpe_vocab(writer, spec)
@@ -480,7 +545,7 @@ def _letter_merges() -> Iterator[tuple[str, str]]:
 
 def model_tensors(spec: TinyModelSpec) -> Iterator[tuple[str, tuple[int, ...], Q]]:
     """(name, ggml shape ne0-first, type) of every tensor, in file order."""
-    if spec.arch == "bert":
+    if spec.arch in ENCODERS:
         yield from _encoder_tensors(spec)
         return
     embd_type = spec.embedding_type or spec.weight_type
@@ -490,7 +555,8 @@ def model_tensors(spec: TinyModelSpec) -> Iterator[tuple[str, tuple[int, ...], Q
             yield f"blk.{layer}.{name}", ne, qtype
         if layer >= spec.n_layer:
             yield from _nextn_tensors(spec, layer)
-    yield "output_norm.weight", (spec.n_embd,), Q.F32
+    output_norm = "token_embd_norm.weight" if spec.arch == "lfm2" else "output_norm.weight"
+    yield output_norm, (spec.n_embd,), Q.F32
     if not spec.tied_embeddings:
         yield "output.weight", (spec.n_embd, spec.n_vocab), spec.output_type or spec.weight_type
     if spec.pooling == "rank":
@@ -503,6 +569,12 @@ def _block_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple
         return
     if spec.arch == "gpt-oss":
         yield from _gpt_oss_block_tensors(spec)
+        return
+    if spec.arch == "lfm2":
+        yield from _lfm2_block_tensors(spec, layer)
+        return
+    if spec.arch == "granitehybrid":
+        yield from _granite_hybrid_block_tensors(spec, layer)
         return
     embd, wtype = spec.n_embd, spec.weight_type
     q_dim = spec.n_head * spec.head_dim
@@ -531,6 +603,56 @@ def _block_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple
     yield from _ffn_tensors(spec, layer)
     if spec.arch in GEMMA:
         yield "post_ffw_norm.weight", (embd,), Q.F32
+
+
+def _lfm2_block_tensors(
+    spec: TinyModelSpec, layer: int
+) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    """lfm2's block (llama_model_lfm2::load_arch_tensors): the FFN, the operator norm,
+    then attention (a layer with KV heads) or the short convolution (F32 kernel, as
+    LFM2's converter keeps it)."""
+    embd, wtype = spec.n_embd, spec.weight_type
+    yield "ffn_norm.weight", (embd,), Q.F32
+    yield from _ffn_tensors(spec, layer)
+    yield "attn_norm.weight", (embd,), Q.F32
+    n_head_kv = spec.per_layer(spec.n_head_kv, layer)
+    if not n_head_kv:
+        yield "shortconv.conv.weight", (spec.l_cache, embd), Q.F32
+        yield "shortconv.in_proj.weight", (embd, 3 * embd), wtype
+        yield "shortconv.out_proj.weight", (embd, embd), wtype
+        return
+    yield "attn_q_norm.weight", (spec.head_dim,), Q.F32
+    yield "attn_k_norm.weight", (spec.head_dim,), Q.F32
+    yield "attn_q.weight", (embd, embd), wtype
+    yield "attn_k.weight", (embd, n_head_kv * spec.head_dim), wtype
+    yield "attn_v.weight", (embd, n_head_kv * spec.head_dim), wtype
+    yield "attn_output.weight", (embd, embd), wtype
+
+
+def _granite_hybrid_block_tensors(
+    spec: TinyModelSpec, layer: int
+) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    """granite-hybrid's block (llama_model_granite_hybrid::load_arch_tensors): the norm,
+    Mamba-2 (no KV heads: F32 conv kernel, biases, A, D and norm) or attention, the FFN."""
+    embd, wtype, n_kv = spec.n_embd, spec.weight_type, spec.per_layer(spec.n_head_kv, layer)
+    d_inner, n_head, groups = 2 * embd, spec.ssm_n_head, spec.ssm_n_group * spec.ssm_d_state
+    yield "attn_norm.weight", (embd,), Q.F32
+    if n_kv:
+        yield "attn_q.weight", (embd, embd), wtype
+        yield "attn_k.weight", (embd, n_kv * spec.head_dim), wtype
+        yield "attn_v.weight", (embd, n_kv * spec.head_dim), wtype
+        yield "attn_output.weight", (embd, embd), wtype
+    else:
+        yield "ssm_in.weight", (embd, 2 * d_inner + 2 * groups + n_head), wtype
+        yield "ssm_conv1d.weight", (spec.ssm_d_conv, d_inner + 2 * groups), Q.F32
+        yield "ssm_conv1d.bias", (d_inner + 2 * groups,), Q.F32
+        yield "ssm_dt.bias", (n_head,), Q.F32
+        yield "ssm_a", (1, n_head), Q.F32
+        yield "ssm_d", (1, n_head), Q.F32
+        yield "ssm_norm.weight", (d_inner // spec.ssm_n_group, spec.ssm_n_group), Q.F32
+        yield "ssm_out.weight", (d_inner, embd), wtype
+    yield "ffn_norm.weight", (embd,), Q.F32
+    yield from _ffn_tensors(spec, layer)
 
 
 def _nextn_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple[int, ...], Q]]:
@@ -615,8 +737,9 @@ def _ffn_tensors(spec: TinyModelSpec, layer: int) -> Iterator[tuple[str, tuple[i
         yield "ffn_gate_exps.weight", (embd, n_ff, n_exp), wtype
         yield "ffn_down_exps.weight", (n_ff, embd, n_exp), wtype
         yield "ffn_up_exps.weight", (embd, n_ff, n_exp), wtype
-        if spec.n_ff_shexp:
+        if spec.n_ff_shexp and spec.arch == "qwen2moe":  # its shared expert's gate
             yield "ffn_gate_inp_shexp.weight", (embd,), Q.F32
+        if spec.n_ff_shexp:
             yield "ffn_gate_shexp.weight", (embd, spec.n_ff_shexp), wtype
             yield "ffn_down_shexp.weight", (spec.n_ff_shexp, embd), wtype
             yield "ffn_up_shexp.weight", (embd, spec.n_ff_shexp), wtype
@@ -634,7 +757,8 @@ def _encoder_tensors(spec: TinyModelSpec) -> Iterator[tuple[str, tuple[int, ...]
     embd, embd_type = spec.n_embd, spec.embedding_type or spec.weight_type
     yield "token_embd.weight", (embd, spec.n_vocab), embd_type
     yield "token_types.weight", (embd, spec.n_token_types), Q.F32
-    yield "position_embd.weight", (embd, spec.n_ctx_train), embd_type
+    if spec.arch == "bert":  # nomic-bert: RoPE instead
+        yield "position_embd.weight", (embd, spec.n_ctx_train), embd_type
     yield from _norm("token_embd_norm", embd)
     for layer in range(spec.n_layer):
         for name, ne, qtype in _encoder_block_tensors(spec, layer):
@@ -647,11 +771,28 @@ def _encoder_block_tensors(
     spec: TinyModelSpec, layer: int
 ) -> Iterator[tuple[str, tuple[int, ...], Q]]:
     embd, wtype, n_ff = spec.n_embd, spec.weight_type, spec.per_layer(spec.n_ff, layer)
+    if spec.arch == "nomic-bert":
+        yield from _nomic_block_tensors(spec, layer)
+        return
     for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
         yield from _linear(name, embd, embd, wtype)
     yield from _norm("attn_output_norm", embd)
     yield from _linear("ffn_up", embd, n_ff, wtype)
     yield from _linear("ffn_down", n_ff, embd, wtype)
+    yield from _norm("layer_output_norm", embd)
+
+
+def _nomic_block_tensors(
+    spec: TinyModelSpec, layer: int
+) -> Iterator[tuple[str, tuple[int, ...], Q]]:
+    """llama_model_nomic_bert::load_arch_tensors: fused QKV, SwiGLU, no biases."""
+    embd, wtype, n_ff = spec.n_embd, spec.weight_type, spec.per_layer(spec.n_ff, layer)
+    yield "attn_qkv.weight", (embd, 3 * embd), wtype
+    yield "attn_output.weight", (embd, embd), wtype
+    yield from _norm("attn_output_norm", embd)
+    yield "ffn_up.weight", (embd, n_ff), wtype
+    yield "ffn_gate.weight", (embd, n_ff), wtype
+    yield "ffn_down.weight", (n_ff, embd), wtype
     yield from _norm("layer_output_norm", embd)
 
 
