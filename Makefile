@@ -44,7 +44,7 @@ run: install
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy config inventory models_app scheduling gateway
+	$(BIN)/mypy agent config core devtools inventory models_app scheduling gateway
 
 # pytest exits 5 when it collected nothing: say so instead of a bare "Error 5".
 test: install lint

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern, URLResolver
@@ -129,6 +129,11 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         # ninja hides the parser's message unless DEBUG; it is the useful part.
         detail = f"Request body is not valid JSON: {exc.__cause__}"
     return api.create_response(request, {"detail": detail}, status=exc.status_code)
+
+
+@api.exception_handler(PermissionDenied)
+def on_forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc) or "Forbidden."}, status=403)
 
 
 @api.exception_handler(RequestDataTooBig)

@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "models_app",
     "scheduling",
     "gateway",
+    "agent",
 ]
 
 MIDDLEWARE = [

@@ -8,6 +8,7 @@ from django.urls import include, path, re_path
 
 from config.api import api, api_not_found
 from config.health import healthz
+from config.metrics import metrics
 
 
 def view_on_site(request: HttpRequest, content_type_id: int, object_id: str) -> HttpResponse:
@@ -21,6 +22,7 @@ def view_on_site(request: HttpRequest, content_type_id: int, object_id: str) -> 
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path(
         "login/",
         login_not_required(auth_views.LoginView.as_view(template_name="login.html")),

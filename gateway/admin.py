@@ -8,25 +8,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.admin import ReadOnlyAdmin
 from gateway.actions import do_revoke_key
 from gateway.models import InferenceKey, UsageMinute
-from inventory.access import can_operate
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Listed and shown, never added, changed or deleted here."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        return can_operate(request.user)
 
 
 @admin.register(InferenceKey)

@@ -8,16 +8,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import ConfigDict, Strict, field_validator
 
+from core.access import require_operator
+from core.requests import ApiRequest
 from gateway import actions
 from gateway.charts import DEFAULT_WINDOW, WindowName, usage_report, usage_rows, window_start
 from gateway.models import InferenceKey
-from models_app.api.catalog import require_operator
 from models_app.api.schemas import ErrorOut
 
 router = Router(tags=["inference keys"])
@@ -129,7 +129,7 @@ def _aware(value: datetime | None) -> datetime | None:
     response={200: list[InferenceKeyOut], **ERRORS},
     summary="Inference keys for the gateway (/v1); never the key itself",
 )
-def list_keys(request: HttpRequest) -> list[dict[str, Any]]:
+def list_keys(request: ApiRequest) -> list[dict[str, Any]]:
     return [key_data(key) for key in InferenceKey.objects.select_related("created_by")]
 
 
@@ -140,11 +140,11 @@ def list_keys(request: HttpRequest) -> list[dict[str, Any]]:
     description="gpufleet keeps only the key's hash: copy `key` from this answer. "
     "A served name no deployment uses, or an expiry in the past: 422 with the field named.",
 )
-def create_key(request: HttpRequest, payload: InferenceKeyIn) -> Any:
-    require_operator(request, "create inference keys")
+def create_key(request: ApiRequest, payload: InferenceKeyIn) -> Any:
+    require_operator(request.auth, "create inference keys")
     key, raw = actions.do_issue_key(
         payload.name,
-        request.auth,  # type: ignore[attr-defined]
+        request.auth,
         payload.served_names,
         _aware(payload.expires_at),
     )
@@ -157,8 +157,8 @@ def create_key(request: HttpRequest, payload: InferenceKeyIn) -> Any:
     summary="Revoke an inference key (operators); the gateway refuses it from now on",
     description="The key stays listed as revoked. Revoking it again changes nothing.",
 )
-def revoke_key(request: HttpRequest, key_id: UUID) -> dict[str, Any]:
-    require_operator(request, "revoke inference keys")
+def revoke_key(request: ApiRequest, key_id: UUID) -> dict[str, Any]:
+    require_operator(request.auth, "revoke inference keys")
     return key_data(actions.do_revoke_key(get_key(key_id)))
 
 
@@ -171,7 +171,7 @@ def revoke_key(request: HttpRequest, key_id: UUID) -> dict[str, Any]:
     tags=["usage"],
     summary="Gateway usage per served name and per key over the last hour, day or week",
 )
-def usage(request: HttpRequest, query: Query[UsageQuery]) -> dict[str, Any]:
+def usage(request: ApiRequest, query: Query[UsageQuery]) -> dict[str, Any]:
     if query.key_id is not None:
         get_key(query.key_id)
     now = timezone.now()

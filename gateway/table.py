@@ -16,7 +16,7 @@ ROUTABLE = "running"
 # instance counts only while placement has not refused it (no reason yet).
 COMING = frozenset({"scheduled", "waiting_for_files", "starting"})
 RESTARTING = frozenset({"failed", "unreachable"})
-WAITING = "Waiting: "  # scheduling.placing.WAITING_PREFIX: room is being made for it
+WAITING = "Waiting: "  # scheduling.placement_pass.WAITING_PREFIX: room is being made for it
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ from django.db.models import Count, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
+from core.admin import ReadOnlyAdmin
+from core.units import MIB
 from inventory import alerts
 from inventory.actions import (
     GPU_EDITABLE,
@@ -30,7 +32,6 @@ from inventory.models import (
     Node,
 )  # fmt: skip
 
-MIB = 1024**2
 GPU_HARDWARE = (
     "node",
     "index",
@@ -52,19 +53,6 @@ GPU_READING = (
     "sampled_at",
     "error",
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by the system: view them, never add, edit or delete them here."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class GpuInline(admin.TabularInline):

@@ -8,14 +8,14 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as InputError
 from pydantic import ConfigDict, Strict, field_validator
 
-from inventory.access import can_operate
+from core.access import require_operator
+from core.requests import ApiRequest
 from inventory.actions import do_set_draining, do_update_gpu_settings
 from inventory.choices import PRIORITY_MAX, PRIORITY_MIN, NodeStatus, Resolution
 from inventory.models import Gpu, GpuSample, Node
@@ -230,7 +230,7 @@ def get_gpu(gpu_id: UUID) -> Gpu:
 @router.get(
     "/nodes", response={200: list[NodeOut], 401: ErrorOut}, tags=["nodes"], summary="List nodes"
 )
-def list_nodes(request: HttpRequest) -> QuerySet[Node]:
+def list_nodes(request: ApiRequest) -> QuerySet[Node]:
     return nodes_with_counts()
 
 
@@ -240,13 +240,12 @@ def list_nodes(request: HttpRequest) -> QuerySet[Node]:
     tags=["nodes"],
     summary="One node with its GPUs",
 )
-def node_detail(request: HttpRequest, node_id: UUID) -> Node:
+def node_detail(request: ApiRequest, node_id: UUID) -> Node:
     return get_node(node_id)
 
 
-def _set_draining(request: HttpRequest, node_id: UUID, draining: bool) -> Node:
-    if not can_operate(request.auth):  # type: ignore[attr-defined]
-        raise HttpError(403, "Only operators may drain nodes.")
+def _set_draining(request: ApiRequest, node_id: UUID, draining: bool) -> Node:
+    require_operator(request.auth, "drain nodes")
     node = get_node(node_id)
     wanted = NodeStatus.DRAINING if draining else NodeStatus.ONLINE
     if node.status != wanted and not do_set_draining(node, draining):
@@ -264,7 +263,7 @@ def _set_draining(request: HttpRequest, node_id: UUID, draining: bool) -> Node:
     "replaced on another node and stopped once the replacement runs. Instances that fit "
     "nowhere stay (listed in `drain` with the reason). 409 unless online or draining.",
 )
-def drain_node(request: HttpRequest, node_id: UUID) -> Node:
+def drain_node(request: ApiRequest, node_id: UUID) -> Node:
     return _set_draining(request, node_id, True)
 
 
@@ -276,7 +275,7 @@ def drain_node(request: HttpRequest, node_id: UUID) -> Node:
     description="Operators only. The node takes placements again; replacements not yet "
     "running are stopped (its instances serve on). 409 unless draining or online.",
 )
-def undrain_node(request: HttpRequest, node_id: UUID) -> Node:
+def undrain_node(request: ApiRequest, node_id: UUID) -> Node:
     return _set_draining(request, node_id, False)
 
 
@@ -289,7 +288,7 @@ def undrain_node(request: HttpRequest, node_id: UUID) -> Node:
     tags=["gpus"],
     summary="List GPUs, optionally of one node",
 )
-def list_gpus(request: HttpRequest, filters: Query[GpuFilter]) -> QuerySet[Gpu]:
+def list_gpus(request: ApiRequest, filters: Query[GpuFilter]) -> QuerySet[Gpu]:
     gpus = Gpu.objects.select_related("node")
     if filters.node is not None:
         gpus = gpus.filter(node=get_node(filters.node))
@@ -299,7 +298,7 @@ def list_gpus(request: HttpRequest, filters: Query[GpuFilter]) -> QuerySet[Gpu]:
 @router.get(
     "/gpus/{gpu_id}", response={200: GpuOut, **READ_ERRORS}, tags=["gpus"], summary="One GPU"
 )
-def gpu_detail(request: HttpRequest, gpu_id: UUID) -> Gpu:
+def gpu_detail(request: ApiRequest, gpu_id: UUID) -> Gpu:
     return get_gpu(gpu_id)
 
 
@@ -310,9 +309,8 @@ def gpu_detail(request: HttpRequest, gpu_id: UUID) -> Gpu:
     summary="Change priority, enabled or reserved memory",
     description="Operators only. Goes through the model's rules; on any error nothing changes.",
 )
-def update_gpu(request: HttpRequest, gpu_id: UUID, payload: GpuSettingsIn) -> Gpu:
-    if not can_operate(request.auth):  # type: ignore[attr-defined]
-        raise HttpError(403, "Only operators may change GPU settings.")
+def update_gpu(request: ApiRequest, gpu_id: UUID, payload: GpuSettingsIn) -> Gpu:
+    require_operator(request.auth, "change GPU settings")
     gpu = get_gpu(gpu_id)
     changes = payload.model_dump(exclude_unset=True)
     if not changes:
@@ -355,7 +353,7 @@ def sample_range(query: SampleQuery, now: datetime) -> tuple[datetime, datetime]
         "(see `truncated` and `next_start`). Default range: the last hour."
     ),
 )
-def gpu_samples(request: HttpRequest, gpu_id: UUID, query: Query[SampleQuery]) -> dict[str, Any]:
+def gpu_samples(request: ApiRequest, gpu_id: UUID, query: Query[SampleQuery]) -> dict[str, Any]:
     gpu = get_gpu(gpu_id)
     start, end = sample_range(query, timezone.now())
     resolution = query.resolution or finest_resolution(start, timezone.now())

@@ -10,11 +10,10 @@ from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.utils import timezone
 
+from core.units import GIB, MIB
 from inventory.choices import PRIORITY_MAX, PRIORITY_MIN, AlertKind
 from inventory.models import Gpu, MaintenanceWindow, Node
 
-MIB = 1024**2
-GIB = 1024**3
 UNITS = {"MiB": MIB, "GiB": GIB}
 # Model field name → form field name, for errors raised by the model's validation.
 GPU_FIELD_FOR = {"priority": "priority", "enabled": "enabled", "reserved_override": "reserved"}

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from inventory.views import alerts, gpus, maintenance, metrics, nodes, overview, tokens
+from inventory.views import alerts, gpus, maintenance, nodes, overview, tokens
 
 app_name = "inventory"
 
@@ -24,5 +24,4 @@ urlpatterns = [
     path("alerts/", alerts.alert_list, name="alerts"),
     path("tokens/", tokens.token_list, name="tokens"),
     path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token-revoke"),
-    path("metrics", metrics.metrics, name="metrics"),
 ]

@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from inventory.access import can_operate
+from core.access import can_operate
 from models_app import actions
 from models_app.models import CatalogModel, ModelFile
 

@@ -18,10 +18,10 @@ from django.db import IntegrityError, transaction
 from huggingface_hub import get_token
 
 from inventory.models import Node
-from models_app import estimating
+from models_app import estimate_service
 from models_app.actions import storage_roots
 from models_app.choices import SourceKind
-from models_app.estimating import EstimateInputError, ModelSource
+from models_app.estimate_service import EstimateInputError, ModelSource
 from models_app.fetch_guard import FetchRefused, check_url
 from models_app.gguf import ModelFacts
 from models_app.gguf.split import shard_locations
@@ -212,7 +212,7 @@ def _local_shards(path: str) -> list[str]:
     shards = shard_locations(path)
     try:
         for shard in shards:
-            estimating.inside_storage_root(shard)
+            estimate_service.inside_storage_root(shard)
     except EstimateInputError as error:
         raise CatalogError(
             f"{error.message} (the header is read before the model is saved, so the file "
@@ -224,7 +224,7 @@ def _local_shards(path: str) -> list[str]:
 
 def _facts(source: ModelSource, size: int | None = None) -> ModelFacts:
     try:
-        return estimating.load_facts(source, size=size)
+        return estimate_service.load_facts(source, size=size)
     except EstimateInputError as error:
         field = "path" if source.path else "hf_file" if source.hf_repo else "url"
         raise CatalogError(error.message, field) from error

@@ -1,4 +1,4 @@
-"""The estimate page's form: it parses input; ``models_app.estimating`` judges it."""
+"""The estimate page's form: it parses input; ``models_app.estimate_service`` judges it."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from typing import Any
 
 from django import forms
 
+from core.units import GIB
 from inventory.models import Gpu
-from models_app import estimating
+from models_app import estimate_service
 from models_app.estimator import CacheType, RunSettings, SplitMode
 
-MIB = 1024**2
-GIB = 1024**3
 CACHE_CHOICES = [(c.value, c.value) for c in CacheType]
 CONTEXT_CHOICES = (0, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 # Shares far above any real ratio would overflow llama.cpp's float32 sums; free memory as
@@ -81,7 +80,7 @@ class EstimateForm(forms.Form):
 
     def run_settings(self) -> RunSettings:
         data = self.cleaned_data
-        return estimating.build_settings(
+        return estimate_service.build_settings(
             n_ctx=data["n_ctx"],
             n_seq_max=data["n_parallel"],
             n_batch=data["n_batch"],
@@ -95,10 +94,10 @@ class EstimateForm(forms.Form):
             use_mmap=data["mmap"],
         )
 
-    def targets(self) -> list[estimating.Target]:
-        inventory = estimating.inventory_targets(list(self.cleaned_data["gpus"]))
+    def targets(self) -> list[estimate_service.Target]:
+        inventory = estimate_service.inventory_targets(list(self.cleaned_data["gpus"]))
         sizes = [int(Decimal(str(value)) * GIB) for value in self.cleaned_data["extra_gpus"]]
-        return inventory + estimating.hypothetical_targets(sizes, first=len(inventory))
+        return inventory + estimate_service.hypothetical_targets(sizes, first=len(inventory))
 
 
 def _numbers(text: str, what: str, allow_zero: bool, maximum: float) -> tuple[float, ...] | None:

@@ -1,7 +1,7 @@
 """Deployments: create, scale, start, stop, delete, and the instances that follow them.
 
 ``reconcile`` makes a deployment's live instances match what it asks for (replicas,
-desired state); placement runs after commit (``placing``). Instance state changes
+desired state); placement runs after commit (``placement_pass``). Instance state changes
 are in ``lifecycle``.
 """
 
@@ -15,13 +15,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from inventory.models import Gpu, Node
-from models_app import actions as model_actions
-from models_app.choices import DownloadState, SourceKind
-from models_app.models import CatalogModel, ModelFile
-from scheduling import events, fleet, lifecycle, placing, replacing
+from inventory.models import Gpu
+from models_app.models import CatalogModel
+from scheduling import events, fleet, lifecycle, placement_pass, replacing
 from scheduling.choices import DesiredState, InstanceState
-from scheduling.fleet import HAVING_STATES, Fleet, request_for
+from scheduling.deployment_fields import UPDATABLE
+from scheduling.fleet import Fleet, request_for
 from scheduling.models import Deployment, Instance
 from scheduling.placement import Refusal
 from scheduling.presenters import estimate_notes
@@ -112,7 +111,7 @@ def reconcile(deployment: Deployment) -> None:
         Instance.objects.bulk_create(
             Instance(deployment=deployment, pending_since=now) for _ in range(wanted - len(live))
         )
-        placing.run_pass_after_commit(f"{deployment} needs replicas")
+        placement_pass.run_pass_after_commit(f"{deployment} needs replicas")
     for instance in _surplus(live, len(live) - wanted):
         lifecycle.do_request_stop(instance)
     if deployment.desired_state == DesiredState.DELETING:
@@ -140,29 +139,6 @@ def _delete_if_done(deployment_id: Any) -> None:
         deployment.delete()
 
 
-UPDATABLE = frozenset(
-    [
-        "n_ctx",
-        "parallel",
-        "backend",
-        "kind",
-        "pooling",
-        "cache_ram",
-        "idle_timeout",
-        "cold_start_timeout",
-        "max_queue",
-        "cache_type",
-        "flash_attn",
-        "policy",
-        "node_labels",
-        "priority",
-        "allow_cpu_offload",
-        "allow_multi_gpu",
-        "extra_options",
-    ]
-)
-
-
 def do_update_deployment(
     deployment: Deployment,
     changes: dict[str, Any],
@@ -182,7 +158,7 @@ def do_update_deployment(
         deployment.save(update_fields=sorted(changes) or None)
         deployment.only_gpus.set(only)
         deployment.exclude_gpus.set(exclude)
-        placing.run_pass_after_commit(f"{deployment} changed")
+        placement_pass.run_pass_after_commit(f"{deployment} changed")
         events.deployment_changed(deployment)
     return deployment
 
@@ -226,7 +202,7 @@ def do_demand(deployment_id: Any, wanted: int) -> bool:
         if deployment.instances.filter(state=S.PENDING).exists():
             # A fresh verdict for instances placement refused before (it runs after
             # commit, before this returns): the gateway answers waiting requests by it.
-            placing.run_pass_after_commit(f"{deployment} asked for by traffic")
+            placement_pass.run_pass_after_commit(f"{deployment} asked for by traffic")
     return len(live_instances(deployment)) > before
 
 
@@ -317,73 +293,13 @@ def on_instance_ended(instance: Instance) -> None:
 # --- from placement to start ------------------------------------------------------------
 
 
-def do_prepare_start(instance_id: Any) -> None:
-    """A scheduled instance: start it if its node has the file, else fetch the file."""
-    instance = Instance.objects.select_related("deployment__model", "node").get(pk=instance_id)
-    if instance.state != S.SCHEDULED or instance.node is None:
-        return
-    model = instance.deployment.model
-    if model.source_kind == SourceKind.PATH:
-        with transaction.atomic():
-            lifecycle.enqueue(instance, lifecycle.START_TASK)
-        return
-    copy = _copy_on(instance.node, instance)
-    if copy is not None and copy.state == DownloadState.READY:
-        with transaction.atomic():
-            Instance.objects.filter(pk=instance.pk).update(model_file=copy)
-            lifecycle.enqueue(instance, lifecycle.START_TASK)
-        return
-    _wait_for_file(instance, copy)
-
-
-def _copy_on(node: Node, instance: Instance) -> ModelFile | None:
-    copies = ModelFile.objects.filter(model=instance.deployment.model, node=node)
-    return copies.filter(state__in=HAVING_STATES).order_by("-created_at").first()
-
-
-def _wait_for_file(instance: Instance, copy: ModelFile | None) -> None:
-    assert instance.node is not None
-    if copy is None:
-        try:
-            copy = model_actions.do_request_download(instance.deployment.model, instance.node)
-        except model_actions.DownloadRefused as exc:
-            lifecycle.do_back_to_pending(instance, f"Cannot download the model: {exc.message}")
-            return
-    reason = f"Waiting for {copy.model} to download to {instance.node.name}."
-    lifecycle.move(instance, (S.SCHEDULED,), S.WAITING_FOR_FILES, model_file=copy, reason=reason)
-
-
-def do_check_waiting(node: Node) -> int:
-    """Instances of ``node`` waiting for their file: start those whose copy is ready,
-    send back to placement those whose copy failed or went away."""
-    changed = 0
-    waiting = Instance.objects.filter(node=node, state=S.WAITING_FOR_FILES).select_related(
-        "model_file", "node", "deployment"
-    )
-    for instance in waiting:
-        copy = instance.model_file
-        if copy is not None and copy.state == DownloadState.READY:
-            with transaction.atomic():
-                moved = lifecycle.move(
-                    instance, (S.WAITING_FOR_FILES,), S.SCHEDULED, reason="",
-                    files_at=timezone.now(),
-                )  # fmt: skip
-                if moved:
-                    lifecycle.enqueue(instance, lifecycle.START_TASK)
-                    changed += 1
-        elif copy is None or copy.state not in HAVING_STATES:
-            error = copy.error if copy is not None and copy.error else "the copy went away"
-            changed += lifecycle.do_back_to_pending(instance, f"The download failed: {error}")
-    return changed
-
-
 def preview(
     deployment: Deployment,
     only_gpus: Iterable[Any] | None = None,
     exclude_gpus: Iterable[Any] | None = None,
 ) -> dict[str, Any]:
     """Where one replica would go now and why, claiming nothing (for the form and API)."""
-    outcome = placing.preview(deployment, only_gpus, exclude_gpus)
+    outcome = placement_pass.preview(deployment, only_gpus, exclude_gpus)
     notes = estimate_notes(deployment)
     if isinstance(outcome, Refusal):
         return {"fits": False, "reasons": list(outcome.reasons), "notes": notes}

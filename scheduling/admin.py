@@ -12,27 +12,11 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from inventory.access import can_operate
+from core.admin import ReadOnlyAdmin
 from scheduling import actions, lifecycle
 from scheduling.choices import DesiredState
 from scheduling.models import Deployment, Eviction, GpuClaim, Instance, InstanceRun
 from scheduling.presenters import readings_data
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Listed and shown, never added, changed or deleted here."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        return can_operate(request.user)
 
 
 def _apply(

@@ -7,7 +7,8 @@ Plain functions over plain data (no Django, no database)::
     launched = launch(spec)
     alive = lambda: is_running(launched.server_pid, spec.instance_id)
     ready = wait_ready(spec.host, spec.port, timeout=120, is_alive=alive)
-    sizes = measured_memory(log_text_from(launched.log_path, launched.log_offset))
+    log = backend_logs.read_log(launched.log_path, launched.log_offset)
+    sizes = backend_logs.measured_memory(log)
     stop(launched.runner_pid, launched.server_pid, instance_id=spec.instance_id)
 
 Process tree: ``launch`` starts ``python -m scheduling.runner`` (see runner.py), which
@@ -40,11 +41,6 @@ import httpx
 import psutil
 
 from scheduling import llama_server, ports
-
-# Log reading lives in backend_logs; re-exported here for the callers of ``backend``.
-from scheduling.backend_logs import device_of as device_of
-from scheduling.backend_logs import measured_memory as measured_memory
-from scheduling.backend_logs import read_log as read_log
 from scheduling.backend_logs import tail
 from scheduling.choices import DEFAULT_N_CTX
 

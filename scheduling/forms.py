@@ -13,40 +13,15 @@ from django.core.exceptions import ValidationError
 from inventory.models import Gpu
 from models_app.models import CatalogModel
 from scheduling.choices import (
-    DEFAULT_N_CTX,
     Backend,
     CacheType,
     ModelKind,
     PlacementPolicy,
     Pooling,
 )
-from scheduling.models import MAX_PARALLEL, MAX_REPLICAS, Deployment
+from scheduling.deployment_fields import SETTABLE, default, form_limits
+from scheduling.models import Deployment
 from scheduling.options import ALLOWED_BY_BACKEND
-
-# Fields of ``Deployment`` the form hands to the action as they are.
-PLAIN_FIELDS = (
-    "model",
-    "served_name",
-    "replicas",
-    "min_replicas",
-    "idle_timeout",
-    "cold_start_timeout",
-    "max_queue",
-    "backend",
-    "kind",
-    "pooling",
-    "n_ctx",
-    "parallel",
-    "cache_ram",
-    "cache_type",
-    "flash_attn",
-    "policy",
-    "node_labels",
-    "priority",
-    "allow_cpu_offload",
-    "allow_multi_gpu",
-    "extra_options",
-)
 
 
 def gpu_label(gpu: Gpu) -> str:
@@ -132,26 +107,28 @@ class DeploymentForm(forms.Form):
         widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
     )
     replicas = forms.IntegerField(
-        min_value=0, max_value=MAX_REPLICAS, initial=1, help_text="The most it runs."
+        **form_limits("replicas"), initial=default("replicas"), help_text="The most it runs."
     )
     min_replicas = forms.IntegerField(
         label="Always running",
-        min_value=0,
-        max_value=MAX_REPLICAS,
+        **form_limits("min_replicas"),
         required=False,
         help_text="Kept up without traffic; 0 scales to zero (the first request starts one). "
         "Empty: all replicas.",
     )
     idle_timeout = forms.IntegerField(
-        label="Release after idle (s)", min_value=1, initial=300, required=False,
+        label="Release after idle (s)", **form_limits("idle_timeout"),
+        initial=default("idle_timeout"), required=False,
         help_text="Instances above the minimum stop after this long without requests.",
     )  # fmt: skip
     cold_start_timeout = forms.IntegerField(
-        label="Cold start timeout (s)", min_value=1, initial=600, required=False,
+        label="Cold start timeout (s)", **form_limits("cold_start_timeout"),
+        initial=default("cold_start_timeout"), required=False,
         help_text="How long a request waits for an instance to start.",
     )  # fmt: skip
     max_queue = forms.IntegerField(
-        label="Waiting requests", min_value=0, max_value=100_000, initial=64, required=False,
+        label="Waiting requests", **form_limits("max_queue"), initial=default("max_queue"),
+        required=False,
         help_text="Requests that may wait for a start; more get 429.",
     )  # fmt: skip
     backend = forms.ChoiceField(
@@ -169,15 +146,18 @@ class DeploymentForm(forms.Form):
         help_text="Embeddings and rerankers only; reranking pools with rank.",
     )  # fmt: skip
     n_ctx = forms.IntegerField(
-        label="Context (tokens)", min_value=256, initial=DEFAULT_N_CTX, help_text=_help("n_ctx")
+        label="Context (tokens)",
+        **form_limits("n_ctx"),
+        initial=default("n_ctx"),
+        help_text=_help("n_ctx"),
     )
     parallel = forms.IntegerField(
-        label="Parallel slots", min_value=1, max_value=MAX_PARALLEL, initial=1,
+        label="Parallel slots", **form_limits("parallel"), initial=default("parallel"),
         help_text="Requests one backend serves at once, each with the full context "
         "(llama-server; llama-cpp-python serves 1).",
     )  # fmt: skip
     cache_ram = forms.IntegerField(
-        label="Prompt cache (MiB)", min_value=0, max_value=1024 * 1024, initial=0,
+        label="Prompt cache (MiB)", **form_limits("cache_ram"), initial=default("cache_ram"),
         required=False, help_text="Host RAM llama-server keeps prompts in (0: none).",
     )  # fmt: skip
     cache_type = forms.ChoiceField(
@@ -194,7 +174,9 @@ class DeploymentForm(forms.Form):
     only_gpus = _gpu_field("Only these GPUs", "Empty: any GPU.")
     exclude_gpus = _gpu_field("Never these GPUs", "")
     priority = forms.IntegerField(
-        min_value=0, max_value=100, initial=50, help_text="0–100; higher is placed first."
+        **form_limits("priority"),
+        initial=default("priority"),
+        help_text="0–100; higher is placed first.",
     )
     allow_cpu_offload = forms.BooleanField(
         label="Allow CPU offload", required=False, help_text="Layers that do not fit go to RAM."
@@ -224,7 +206,7 @@ class DeploymentForm(forms.Form):
     def deployment_fields(self) -> dict[str, Any]:
         """The cleaned values as ``Deployment`` fields (those that parsed); no minimum
         given means every replica runs (always on)."""
-        fields = {n: self.cleaned_data[n] for n in PLAIN_FIELDS if n in self.cleaned_data}
+        fields = {n: self.cleaned_data[n] for n in SETTABLE if n in self.cleaned_data}
         for name in DEFAULTED:
             if fields.get(name) is None:
                 fields.pop(name, None)  # left empty: the model's default
@@ -251,4 +233,4 @@ def joined(errors: Iterable[Any]) -> str:
 
 
 class ScaleForm(forms.Form):
-    replicas = forms.IntegerField(min_value=0, max_value=MAX_REPLICAS)
+    replicas = forms.IntegerField(**form_limits("replicas"))

@@ -35,6 +35,7 @@ served_name_validator = RegexValidator(
     "Use letters, digits and . _ : / - (at most 128 characters), as clients will type it.",
 )
 MAX_REPLICAS = 64
+MAX_N_CTX = 10_000_000  # tokens; far above any model's trained context
 MAX_PARALLEL = 64
 SERVED_NAME_UNIQUE = "deployment_served_name_unique_any_case"
 
@@ -68,12 +69,12 @@ class Deployment(models.Model):
     )
     idle_timeout = models.PositiveIntegerField(
         default=300,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(30 * 86400)],
         help_text="seconds without a request before an instance above min_replicas stops",
     )
     cold_start_timeout = models.PositiveIntegerField(
         default=600,
-        validators=[MinValueValidator(1)],
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
         help_text="seconds a request waits for a cold start",
     )
     max_queue = models.PositiveIntegerField(
@@ -90,7 +91,7 @@ class Deployment(models.Model):
     )
     n_ctx = models.PositiveIntegerField(
         default=DEFAULT_N_CTX,
-        validators=[MinValueValidator(256)],
+        validators=[MinValueValidator(256), MaxValueValidator(MAX_N_CTX)],
         help_text="context size in tokens",
     )
     parallel = models.PositiveSmallIntegerField(
@@ -261,7 +262,10 @@ def _is_labels(value: Any) -> bool:
 class Instance(models.Model):
     """One replica of a deployment, placed on one node.
 
-    ``state`` transitions, each through one action in ``scheduling.actions``:
+    ``state`` transitions, each one conditional UPDATE in ``scheduling.lifecycle``
+    (``move`` and the ``do_*`` built on it), except placement: the pass in
+    ``scheduling.placement_pass`` writes pending → scheduled together with the GPU claims, in
+    the transaction that locked the fleet (``stage_placement``, then a bulk update):
     pending → scheduled (placed: claims written) → waiting_for_files (the node has no
     ready copy: a download was requested) → scheduled (the copy is ready) → starting
     (the node's worker launched the backend) → running (it answers ``/v1/models``) →
@@ -450,3 +454,11 @@ class Eviction(models.Model):
 
     def __str__(self) -> str:
         return self.text
+
+
+def backend_pids(**claim_filter: object) -> set[int]:
+    """Server pids of our backends with claims matching ``claims__<filter>`` (e.g. ``gpu``,
+    ``gpu__node``): the processes on a GPU that are gpufleet's own."""
+    lookup = {f"claims__{key}": value for key, value in claim_filter.items()}
+    pids = Instance.objects.filter(**lookup).values_list("server_pid", flat=True)
+    return {pid for pid in pids if pid}

@@ -18,11 +18,10 @@ from django.utils import timezone
 from inventory import alerts
 from inventory.choices import AlertKind, Severity
 from inventory.models import Alert, Gpu, Node
-from inventory.models.gpus import backend_pids
 from inventory.presenters import memory_load
 from models_app.estimator import format_bytes
 from scheduling.choices import InstanceState
-from scheduling.models import GpuClaim, InstanceRun
+from scheduling.models import GpuClaim, InstanceRun, backend_pids
 
 
 def gpu_risk_key(gpu: Gpu) -> str:

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from inventory.models import Gpu, Node
+from models_app import learning
 from models_app.estimator.estimate import estimate_reasons
 from models_app.estimator.shape import EstimatorError, prepare
 from models_app.gguf import ModelFacts
@@ -89,13 +90,18 @@ def instance_data(instance: Instance) -> dict[str, Any]:
 
 def estimate_notes(deployment: Deployment) -> list[str]:
     """Why the deployment's memory estimate is approximate (an upper bound for an
-    architecture without an exact graph); empty when it follows llama.cpp's rules."""
+    architecture without an exact graph), and what of it placement learns from
+    measurements of running instances (``models_app.learning``); empty when it follows
+    llama.cpp's rules and nothing was measured."""
     rows = CatalogModel.objects.filter(pk=deployment.model_id).values_list("facts", flat=True)
     try:
-        shape = prepare(ModelFacts.from_dict(rows.first() or {}))
+        facts = ModelFacts.from_dict(rows.first() or {})
+        shape = prepare(facts)
     except (EstimatorError, ValueError, KeyError, TypeError):
         return []
-    return list(estimate_reasons(shape, run_settings(deployment)))
+    settings = run_settings(deployment)
+    notes = list(estimate_reasons(shape, settings))
+    return notes + learning.load(facts, shape).notes(settings)
 
 
 def deployment_data(deployment: Deployment, with_stopped: bool = False) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A replacement is a new pending instance of the same deployment whose ``replaces`` names
 the instance it stands in for; the normal placement pass puts it on another node (a
-download first where that node lacks the file: ``actions.do_prepare_start``). An
+download first where that node lacks the file: ``preparing.do_prepare_start``). An
 instance and its live replacement count as one replica (``counted``): reconcile, idle
 release and the gateway's demand see no surplus while both exist.
 

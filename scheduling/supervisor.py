@@ -27,7 +27,18 @@ from django.utils import timezone
 from inventory.choices import NodeStatus
 from inventory.models import Gpu, Node
 from inventory.probe.base import ProcessUsage
-from scheduling import actions, backend, lifecycle, oom, placing, readings, replacing
+from scheduling import (
+    actions,
+    backend,
+    backend_logs,
+    lifecycle,
+    measuring,
+    oom,
+    placement_pass,
+    preparing,
+    readings,
+    replacing,
+)
 from scheduling import events as scheduling_events
 from scheduling.choices import Backend, InstanceState
 from scheduling.models import GpuClaim, Instance
@@ -67,7 +78,7 @@ class Supervisor:
         check_processes(node)
         if self._is_due("resend", RESEND_EVERY, now):
             lifecycle.do_resend_lost_starts(node)  # start tasks the broker lost
-        actions.do_check_waiting(node)
+        preparing.do_check_waiting(node)
         if self._is_due("measure", MEASURE_EVERY, now):
             refresh_measurements(node)
             oom.check_node(node)
@@ -123,7 +134,7 @@ def _check_one(instance: Instance, adopting: bool) -> None:
     if alive:
         if instance.state == S.UNREACHABLE:
             log = _read_log(instance)
-            lifecycle.do_mark_running(instance, backend.measured_memory(log))
+            lifecycle.do_mark_running(instance, backend_logs.measured_memory(log))
             logger.info("adopted the running backend of %s", instance)
         elif instance.state == S.STOPPING and _age(instance) > STOP_GRACE:
             pids = (instance.pid or 0, instance.server_pid or 0)
@@ -158,7 +169,7 @@ def _start_lost(instance: Instance) -> bool:
 
 def _read_log(instance: Instance) -> str:
     run = instance.current_run
-    return backend.read_log(Path(run.log_path)) if run else ""
+    return backend_logs.read_log(Path(run.log_path)) if run else ""
 
 
 def refresh_measurements(node: Node) -> None:
@@ -166,18 +177,18 @@ def refresh_measurements(node: Node) -> None:
     gpus = {gpu.pk: gpu for gpu in Gpu.objects.filter(node=node)}
     for instance in Instance.objects.filter(node=node, state=S.RUNNING).prefetch_related("claims"):
         measured = dict(instance.measured)
-        changed = False
+        nvml: dict[str, int] = {}
         for claim in instance.claims.all():
             gpu = gpus.get(claim.gpu_id)
             used = _process_memory(gpu, instance.server_pid) if gpu else None
             if used and abs(used - (claim.measured or 0)) > 1024**2:
                 claim.measured = claim.claimed = used
                 claim.save(update_fields=["measured", "claimed"])
-                measured[f"CUDA{claim.position}"] = used
-                changed = True
-        if changed:
+                measured[f"CUDA{claim.position}"] = nvml[f"CUDA{claim.position}"] = used
+        if nvml:
             Instance.objects.filter(pk=instance.pk).update(measured=measured)
             lifecycle.events.instance_changed(instance)
+            measuring.record_nvml(instance, nvml)  # for later estimates to learn from
 
 
 def take_readings(node: Node, previous: dict[str, readings.Sample]) -> dict[str, readings.Sample]:
@@ -230,8 +241,8 @@ def fleet_housekeeping() -> None:
     lifecycle.do_requeue_failed()
     actions.do_release_idle()
     replacing.do_replace_pass()  # failover, drain, and the rule for extras
-    if placing.pending_instances(limit=1):
-        placing.do_place_pending()
+    if placement_pass.pending_instances(limit=1):
+        placement_pass.do_place_pending()
 
 
 def simulated_workload(node: Node) -> dict[str, list[ProcessUsage]]:

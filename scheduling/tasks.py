@@ -19,7 +19,7 @@ from django.conf import settings
 
 from inventory.devices import DeviceSelectionError, cuda_visible_devices
 from models_app import actions as model_actions
-from scheduling import backend, fleet, lifecycle, llama_server, ports
+from scheduling import backend, backend_logs, fleet, lifecycle, llama_server, ports
 from scheduling.choices import InstanceState, PlacementKind
 from scheduling.models import Instance, InstanceRun
 
@@ -145,7 +145,7 @@ def _await_ready(instance: Instance, run: InstanceRun, launched: backend.Launche
     if backend.wait_ready(
         HOST, instance.port, timeout, alive, server_pid=launched.server_pid, path=path
     ):
-        measured = backend.measured_memory(backend.read_log(Path(run.log_path)))
+        measured = backend_logs.measured_memory(backend_logs.read_log(Path(run.log_path)))
         if lifecycle.do_mark_running(instance, measured) and instance.model_file is not None:
             model_actions.do_touch(instance.model_file)  # the storage page's "last used"
         return f"running on port {instance.port} (pid {launched.server_pid})"
@@ -164,7 +164,7 @@ def _await_ready(instance: Instance, run: InstanceRun, launched: backend.Launche
 def fail_from_exit(instance: Instance, run: InstanceRun, error: str) -> None:
     """Mark failed with the exit status and the last log lines of the run."""
     status = backend.read_exit(state_dir(instance, run))
-    lines = "\n".join(backend.tail(Path(run.log_path), lines=40))
+    lines = "\n".join(backend_logs.tail(Path(run.log_path), lines=40))
     code = status.returncode if status else None
     signal = (status.signal or "") if status else ""
     if status is not None:

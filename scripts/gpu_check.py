@@ -23,9 +23,9 @@ if str(ROOT) not in sys.path:
 # The probe needs only nvidia-ml-py; this keeps the import of the package safe anyway.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+from core.units import MIB  # noqa: E402
 from inventory.probe.base import GpuInfo, GpuReading, ProbeUnavailable  # noqa: E402
 
-MIB = 1024**2
 FIELDS = (
     "index",
     "uuid",

@@ -8,12 +8,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
-from inventory.access import OPERATOR_PERMISSIONS, OPERATORS_GROUP
+from core.access import OPERATOR_PERMISSIONS, OPERATORS_GROUP
+from core.units import GIB
 from inventory.models import Alert, Gpu, MaintenanceWindow, Node
 from models_app.choices import SourceKind
 from models_app.models import CatalogModel, ModelFile
-
-GIB = 1024**3
 
 
 class UserFactory(factory.django.DjangoModelFactory):

@@ -25,11 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from config.api import api
+from devtools.tiny_gguf import write_tiny_model
 from gateway.models import InferenceKey
 from inventory.models import ApiToken
 from models_app.choices import DownloadState
 from models_app.gguf import load_model_facts
-from models_app.gguf.testing import write_tiny_model
 from scheduling import actions
 from scheduling.models import Deployment
 from tests.factories import (

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 import gguf  # noqa: E402
 
-from models_app.gguf.testing import write_tiny_model  # noqa: E402
+from devtools.tiny_gguf import write_tiny_model  # noqa: E402
 from scheduling import backend, ports  # noqa: E402
 from scheduling.backend import LaunchSpec  # noqa: E402
 

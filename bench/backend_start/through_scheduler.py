@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from core.units import GIB
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-GIB = 1024**3
 
 
 def setup(work: Path) -> Any:
@@ -50,9 +51,9 @@ def setup(work: Path) -> Any:
 def make_deployment(work: Path) -> Any:
     import gguf
 
+    from devtools.tiny_gguf import write_tiny_model
     from inventory.models import Gpu, Node
     from models_app.gguf import load_model_facts
-    from models_app.gguf.testing import write_tiny_model
     from models_app.models import CatalogModel
     from scheduling import actions
 

@@ -10,7 +10,7 @@ variable ``OMP_WAIT_POLICY`` (``--omp-wait-policy``, ``passive``: both are built
 OpenMP, whose busy waiting makes an idle server spin, and on a busy 2-core machine
 collapses both; ``--omp-wait-policy unset`` leaves it out).
 
-Models (random weights, ``models_app.gguf.testing.write_tiny_model``, in a temp dir):
+Models (random weights, ``devtools.tiny_gguf.write_tiny_model``, in a temp dir):
 
 - **dense**: llama, 6 layers, n_embd 512, 8 heads (4 KV heads), n_ff 1408, 32 000
   tokens, Q4_0 (about 50 M parameters);
@@ -90,13 +90,13 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from models_app.gguf.testing import (  # noqa: E402
+from devtools.tiny_gguf import (  # noqa: E402
     SPECIAL_TOKENS,
     TinyModelSpec,
     model_tensors,
     write_tiny_model,
 )
-from scheduling import backend, llama_server, ports  # noqa: E402
+from scheduling import backend, backend_logs, llama_server, ports  # noqa: E402
 from scheduling.backend import LaunchSpec  # noqa: E402
 
 SERVERS = (backend.LLAMA_CPP_PYTHON, backend.LLAMA_SERVER)
@@ -248,7 +248,7 @@ def start(servers: list[Server], env: dict[str, str]) -> None:
             path=server.spec.ready_path,
         )
         if not ready:
-            tail = " | ".join(backend.tail(server.spec.log_path, lines=15))
+            tail = " | ".join(backend_logs.tail(server.spec.log_path, lines=15))
             raise SystemExit(f"{server.label} did not become ready: {tail}")
 
 

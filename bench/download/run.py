@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 
+from core.units import MIB  # noqa: E402
 from models_app.transfer import (  # noqa: E402
     DownloadOptions,
     HfFile,
@@ -43,8 +44,6 @@ from models_app.transfer import (  # noqa: E402
     resolve_hf_file,
 )
 from models_app.transfer import partial as partial_module  # noqa: E402
-
-MiB = 1024 * 1024
 
 
 @dataclass
@@ -67,18 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         print("curl is not installed", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-download-") as work:
-        source = make_file(Path(work) / "source.bin", args.size_mib * MiB)
+        source = make_file(Path(work) / "source.bin", args.size_mib * MIB)
         with fake_hub(source) as endpoint:
             curl, engine = measure(endpoint, Path(work), args.runs, source.stat().st_size)
-    report(curl, engine, args.size_mib * MiB, args.runs)
+    report(curl, engine, args.size_mib * MIB, args.runs)
     return 0
 
 
 def make_file(path: Path, size: int) -> Path:
     """Random bytes (incompressible, unlike zeros), written once per benchmark."""
     with path.open("wb") as file:
-        for offset in range(0, size, 8 * MiB):
-            file.write(os.urandom(min(8 * MiB, size - offset)))
+        for offset in range(0, size, 8 * MIB):
+            file.write(os.urandom(min(8 * MIB, size - offset)))
     return path
 
 
@@ -168,7 +167,7 @@ def report(curl: Timings, engine: Timings, size: int, runs: int) -> None:
         return f"| {name} | {shown} | {median:.2f} | {size / median / 1e6:.0f} |"
 
     machine = f"{platform.platform()}, {os.cpu_count()} CPUs"
-    print(f"\n{size // MiB} MiB, {runs} runs each, alternating; {machine}\n")
+    print(f"\n{size // MIB} MiB, {runs} runs each, alternating; {machine}\n")
     print("| | runs (s) | median (s) | MB/s |\n|---|---|---|---|")
     print(line("curl -o", curl.before_sync))
     print(line("engine, transfer + sha256 (before fsync)", engine.before_sync))

@@ -20,9 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from devtools.estimator_matrix import cases, write_models  # noqa: E402
+from devtools.llama_harness import compare, format_table, measure  # noqa: E402
 from models_app.estimator import CacheType, RunSettings, estimate  # noqa: E402
-from models_app.estimator.harness import compare, format_table, measure  # noqa: E402
-from models_app.estimator.matrix import cases, write_models  # noqa: E402
 from models_app.gguf import load_model_facts  # noqa: E402
 
 

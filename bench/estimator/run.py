@@ -8,7 +8,7 @@
   CPU only and on two GPUs.
 * The planner's ``max_gpu_layers`` for it on two 24 GiB GPUs (a search over
   n_gpu_layers, about 20 estimates), the compute-buffer cache emptied before each search.
-* The accuracy matrix (models_app/estimator/matrix.py) against llama.cpp on the CPU:
+* The accuracy matrix (devtools/estimator_matrix.py) against llama.cpp on the CPU:
   the worst error per component.
 
 Run from the repository root::
@@ -32,6 +32,9 @@ sys.path.insert(0, str(REPO))
 
 from gguf import GGMLQuantizationType as Q  # noqa: E402
 
+from devtools.estimator_matrix import cases, write_models  # noqa: E402
+from devtools.llama_harness import Row, compare, measure  # noqa: E402
+from devtools.tiny_gguf import write_tiny_model  # noqa: E402
 from models_app.estimator import (  # noqa: E402
     GpuDevice,
     RunSettings,
@@ -40,11 +43,8 @@ from models_app.estimator import (  # noqa: E402
     max_gpu_layers,
 )
 from models_app.estimator import compute as compute_module  # noqa: E402
-from models_app.estimator.harness import Row, compare, measure  # noqa: E402
-from models_app.estimator.matrix import cases, write_models  # noqa: E402
 from models_app.estimator.shape import build_shape  # noqa: E402
 from models_app.gguf import ModelFacts, PartialFileSource, load_model_facts, parse_model  # noqa: E402
-from models_app.gguf.testing import write_tiny_model  # noqa: E402
 
 LLAMA_70B = {
     "n_layer": 80,

@@ -4,7 +4,7 @@
         [--failovers 3] [--json out.json]
 
 Worker processes each drive a share of the nodes with the agent's own code
-(``inventory.agent.Agent.tick``: simulated probe readings, ``telemetry.record_readings``,
+(``agent.loop.Agent.tick``: simulated probe readings, ``telemetry.record_readings``,
 ``actions.do_heartbeat``, the lease attempt, the node's supervisor), one tick per node per
 second. A separate housekeeper process holds the housekeeper lease and runs the
 fleet-wide passes at the agent's cadence. Measured over a window: database writes per
@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from core.units import GIB
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-GIB = 1024**3
 VERBS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
@@ -103,7 +104,7 @@ def worker_main(args: argparse.Namespace) -> None:
     from django.conf import settings
     from django.db import close_old_connections, connection
 
-    from inventory.agent import Agent
+    from agent.loop import Agent
     from inventory.probe.simulated import SimulatedProbe
 
     stop = {"now": False}
@@ -208,8 +209,8 @@ def housekeeper_main(args: argparse.Namespace) -> None:
     setup_django()
     from django.db import close_old_connections, connection
 
+    from agent.loop import LEASE_RENEW, LIVENESS_EVERY
     from inventory import actions, events, leases
-    from inventory.agent import LEASE_RENEW, LIVENESS_EVERY
     from scheduling.supervisor import FLEET_EVERY, fleet_housekeeping
 
     stop = {"now": False}
@@ -275,8 +276,8 @@ def housekeeper_main(args: argparse.Namespace) -> None:
 
 
 def model_facts(directory: Path) -> dict[str, Any]:
+    from devtools.tiny_gguf import write_tiny_model
     from models_app.gguf import load_model_facts
-    from models_app.gguf.testing import write_tiny_model
 
     (path,) = write_tiny_model(
         directory / "7b.gguf", header_only=True, n_layer=32, n_embd=4096, n_head=32,
@@ -294,7 +295,7 @@ def build_fleet(args: argparse.Namespace, state: Path) -> dict[str, Any]:
     from inventory import actions
     from inventory.probe.simulated import SimulatedProbe
     from models_app.models import CatalogModel, ModelFile
-    from scheduling import placing
+    from scheduling import placement_pass
     from scheduling.fleet import default_kind
     from scheduling.models import Deployment, Instance
 
@@ -333,8 +334,8 @@ def build_fleet(args: argparse.Namespace, state: Path) -> dict[str, Any]:
     Instance.objects.bulk_create(
         Instance(deployment=d, pending_since=now) for d in deployments for _ in range(d.replicas)
     )
-    with mock.patch("scheduling.actions.do_prepare_start"):
-        result = placing.do_place_pending()
+    with mock.patch("scheduling.preparing.do_prepare_start"):
+        result = placement_pass.do_place_pending()
     for n, instance in enumerate(result.placed):
         Instance.objects.filter(pk=instance.pk).update(
             state="running", server_pid=400000 + n, started_at=now, ready_at=now

@@ -1,6 +1,6 @@
 """Placement end to end, through the database: 1,000 nodes × 8 simulated 80 GiB GPUs,
 5,000 running instances already holding claims, then 1,000 pending deployments placed
-by placement passes (``scheduling.placing.do_place_pending``: lock, read the fleet, place,
+by placement passes (``scheduling.placement_pass.do_place_pending``: lock, read the fleet, place,
 write claims and instance states), timed from the first pass to the last commit.
 
     .venv/bin/python bench/placement/end_to_end.py [--nodes 1000] [--pending 1000]
@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.units import GIB
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-GIB = 1024**3
 PG_URL = "postgres://postgres@127.0.0.1:5432/gpufleet_bench"
 
 
@@ -53,8 +54,8 @@ def configure(database: str) -> None:
 
 
 def model_facts(directory: Path) -> dict[str, Any]:
+    from devtools.tiny_gguf import write_tiny_model
     from models_app.gguf import load_model_facts
-    from models_app.gguf.testing import write_tiny_model
 
     (path,) = write_tiny_model(
         directory / "7b.gguf", header_only=True, n_layer=32, n_embd=4096, n_head=32,
@@ -118,13 +119,13 @@ def add_pending(model: Any, count: int, rng: random.Random) -> None:
 def place_all(batch: int) -> tuple[float, int, int]:
     from unittest import mock
 
-    from scheduling import placing
+    from scheduling import placement_pass
 
     started = time.perf_counter()
     placed = refused = 0
-    with mock.patch("scheduling.actions.do_prepare_start"):
+    with mock.patch("scheduling.preparing.do_prepare_start"):
         while True:
-            result = placing.do_place_pending(limit=batch)
+            result = placement_pass.do_place_pending(limit=batch)
             placed += len(result.placed)
             refused += len(result.refused)
             if len(result.placed) + len(result.refused) < batch or not result.placed:

@@ -43,9 +43,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from core.units import GIB, MIB  # noqa: E402
+from devtools.tiny_gguf import write_tiny_model  # noqa: E402
 from models_app.estimator import RunSettings  # noqa: E402
 from models_app.gguf import ModelFacts, PartialFileSource, parse_model  # noqa: E402
-from models_app.gguf.testing import write_tiny_model  # noqa: E402
 from scheduling.placement import (  # noqa: E402
     Fit,
     GpuView,
@@ -56,10 +57,8 @@ from scheduling.placement import (  # noqa: E402
     Sizer,
     place,
 )
-from scheduling.sizing import EstimatorSizer  # noqa: E402
+from scheduling.placement_sizer import EstimatorSizer  # noqa: E402
 
-GIB = 1 << 30
-MIB = 1 << 20
 N_NODES, GPUS_PER_NODE, GPU_TOTAL, RESERVED = 1_000, 8, 80 * GIB, GIB
 N_INSTANCES = 5_000
 ZONES = ("eu", "us", "ap")

@@ -7,22 +7,17 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.access import can_operate, require_operator
 from gateway.actions import do_issue_key, do_revoke_key
 from gateway.models import InferenceKey
-from inventory.access import can_operate
 from scheduling.models import Deployment
-
-
-def require_operator(request: HttpRequest, what: str) -> None:
-    if not can_operate(request.user):
-        raise PermissionDenied(f"Only operators may {what}.")
 
 
 class KeyForm(forms.Form):
@@ -69,7 +64,7 @@ def _issue(request: HttpRequest, form: KeyForm) -> tuple[InferenceKey, str] | No
 def key_list(request: HttpRequest) -> HttpResponse:
     created: tuple[InferenceKey, str] | None = None
     if request.method == "POST":
-        require_operator(request, "create inference keys")
+        require_operator(request.user, "create inference keys")
         form = KeyForm(request.POST)
         created = _issue(request, form)
         if created:
@@ -92,7 +87,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def key_revoke(request: HttpRequest, key_id: object) -> HttpResponse:
-    require_operator(request, "revoke inference keys")
+    require_operator(request.user, "revoke inference keys")
     key = get_object_or_404(InferenceKey, pk=key_id)
     if key.revoked_at is not None:
         messages.info(request, f"Key “{key.name}” was already revoked.")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -9,6 +10,8 @@ from django.db import models
 
 from inventory.choices import PRIORITY_MAX, PRIORITY_MIN
 from inventory.models.nodes import Node
+
+_backend_pids_query: Callable[..., set[int]] | None = None
 
 
 class GpuQuerySet(models.QuerySet["Gpu"]):
@@ -146,10 +149,12 @@ class Gpu(models.Model):
 
 def backend_pids(**claim_filter: object) -> set[int]:
     """Server pids of our backends with claims matching ``claims__<filter>`` (e.g. ``gpu``,
-    ``gpu__node``); scheduling owns the instances, hence the lookup by app label."""
-    from django.apps import apps
+    ``gpu__node``). Scheduling owns the instances and answers (it registers its query with
+    ``answer_backend_pids_with`` when Django starts); without it no process is ours."""
+    return _backend_pids_query(**claim_filter) if _backend_pids_query else set()
 
-    instance = apps.get_model("scheduling", "Instance")
-    lookup = {f"claims__{key}": value for key, value in claim_filter.items()}
-    pids = instance.objects.filter(**lookup).values_list("server_pid", flat=True)
-    return {pid for pid in pids if pid}
+
+def answer_backend_pids_with(query: Callable[..., set[int]]) -> None:
+    """Let ``query`` (scheduling's) answer ``backend_pids``: inventory never imports it."""
+    global _backend_pids_query
+    _backend_pids_query = query

@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.units import GIB, MIB
 from inventory.probe.base import GpuInfo, GpuReading, ProcessUsage
-
-GIB = 1024**3
-MIB = 1024**2
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
-from django_htmx.middleware import HtmxDetails
 
-from inventory.access import can_operate
+from core.access import can_operate, require_operator
+from core.requests import HtmxRequest
 from inventory.actions import do_update_gpu_settings
 from inventory.charts import ChartSpec, render_chart, summary
 from inventory.forms import GIB, GpuSettingsForm
@@ -29,10 +29,6 @@ from inventory.models import Gpu
 from inventory.presenters import GpuRow, gpu_row, gpu_state
 
 READINGS_TARGET = "gpu-readings"
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
 
 
 @dataclass(frozen=True)
@@ -87,7 +83,7 @@ def _sample_age(gpu: Gpu) -> float | None:
     return (timezone.now() - gpu.sampled_at).total_seconds()
 
 
-def _page_context(request: HtmxHttpRequest, gpu: Gpu, form: GpuSettingsForm) -> dict[str, Any]:
+def _page_context(request: HtmxRequest, gpu: Gpu, form: GpuSettingsForm) -> dict[str, Any]:
     range_name = request.GET.get("range", "hour")
     range_name = range_name if range_name in RANGES else "hour"
     readings_only = bool(request.htmx) and request.htmx.target == READINGS_TARGET
@@ -123,7 +119,7 @@ def memory_accounting(gpu: Gpu, row: GpuRow) -> dict[str, Any]:
 
 
 @require_GET
-def gpu_detail(request: HtmxHttpRequest, gpu_id: str) -> HttpResponse:
+def gpu_detail(request: HtmxRequest, gpu_id: str) -> HttpResponse:
     gpu = _get_gpu(gpu_id)
     context = _page_context(request, gpu, GpuSettingsForm.for_gpu(gpu))
     return render(request, "inventory/gpu_detail.html", context)
@@ -153,12 +149,11 @@ def _settings_fragment(
 
 
 @require_http_methods(["GET", "POST"])
-def gpu_settings(request: HtmxHttpRequest, gpu_id: str) -> HttpResponse:
+def gpu_settings(request: HtmxRequest, gpu_id: str) -> HttpResponse:
     gpu = _get_gpu(gpu_id)
     if request.method == "GET":
         return _settings_fragment(request, gpu, GpuSettingsForm.for_gpu(gpu), saved=False)
-    if not can_operate(request.user):
-        raise PermissionDenied("Only operators may change GPU settings.")
+    require_operator(request.user, "change GPU settings")
     form = GpuSettingsForm.for_gpu(gpu, request.POST)
     updated = _save(gpu, form) if form.is_valid() else None
     if updated is not None and not request.htmx:
@@ -172,7 +167,7 @@ def gpu_settings(request: HtmxHttpRequest, gpu_id: str) -> HttpResponse:
 
 
 @require_GET
-def gpu_chart(request: HtmxHttpRequest, gpu_id: str) -> HttpResponse:
+def gpu_chart(request: HtmxRequest, gpu_id: str) -> HttpResponse:
     gpu = _get_gpu(gpu_id)
     range_name = request.GET.get("range", "hour")
     metric = request.GET.get("metric", "util")

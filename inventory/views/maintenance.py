@@ -7,21 +7,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.access import require_operator
 from inventory.actions import do_delete_maintenance_window, do_save_maintenance_window
 from inventory.forms import MaintenanceWindowForm
 from inventory.models import MaintenanceWindow, Node
 from inventory.redirects import safe_next
-
-
-def _require(request: HttpRequest, codename: str) -> None:
-    if not request.user.has_perm(f"inventory.{codename}"):
-        raise PermissionDenied("Only operators may plan maintenance.")
 
 
 def _next_hour() -> datetime:
@@ -53,7 +48,7 @@ def _page(
 
 @require_http_methods(["GET", "POST"])
 def maintenance_new(request: HttpRequest, node_id: str) -> HttpResponse:
-    _require(request, "add_maintenancewindow")
+    require_operator(request.user, "plan maintenance", "inventory.add_maintenancewindow")
     node = get_object_or_404(Node, pk=node_id)
     author = request.user if request.user.is_authenticated else None
     window = MaintenanceWindow(node=node, created_by=author)
@@ -68,7 +63,7 @@ def maintenance_new(request: HttpRequest, node_id: str) -> HttpResponse:
 
 @require_POST
 def maintenance_delete(request: HttpRequest, window_id: str) -> HttpResponse:
-    _require(request, "delete_maintenancewindow")
+    require_operator(request.user, "plan maintenance", "inventory.delete_maintenancewindow")
     window = get_object_or_404(MaintenanceWindow.objects.select_related("node"), pk=window_id)
     node = window.node
     do_delete_maintenance_window(window)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from inventory.access import can_operate
+from core.access import can_operate, require_operator
 from inventory.actions import do_set_draining
 from inventory.models import Node
 from inventory.presenters import gpu_rows
@@ -42,8 +41,7 @@ def node_detail(request: HttpRequest, node_id: str) -> HttpResponse:
 def node_drain(request: HttpRequest, node_id: str) -> HttpResponse:
     """``drain=1``: stop new placements and move its instances (make before break);
     ``drain=0``: take placements again."""
-    if not can_operate(request.user):
-        raise PermissionDenied("Only operators may drain nodes.")
+    require_operator(request.user, "drain nodes")
     node = get_object_or_404(Node, pk=node_id)
     do_set_draining(node, request.POST.get("drain", "1") != "0")
     if getattr(request, "htmx", False):

@@ -7,15 +7,16 @@ from typing import Any, Literal
 from uuid import UUID
 
 from django.db.models import QuerySet
-from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as InputError
 from pydantic import ConfigDict
 
-from inventory.access import can_operate
+from core.access import require_operator
+from core.requests import ApiRequest
 from inventory.models import Node
 from models_app import catalog
+from models_app.api.lookups import get_model, get_node
 from models_app.api.schemas import (
     CatalogModelDetailOut,
     CatalogModelOut,
@@ -58,18 +59,6 @@ class HubQuery(Schema):
     revision: str = Field("main", max_length=200)
 
 
-def require_operator(request: HttpRequest, what: str) -> None:
-    if not can_operate(request.auth):  # type: ignore[attr-defined]
-        raise HttpError(403, f"Only operators may {what}.")
-
-
-def get_model(model_id: UUID) -> CatalogModel:
-    model = CatalogModel.objects.filter(pk=model_id).first()
-    if model is None:
-        raise HttpError(404, f"Model {model_id} not found.")
-    return model
-
-
 def catalog_failure(error: catalog.CatalogError, loc: tuple[str, ...] = ()) -> Any:
     """The error's answer; a 422 names ``loc`` (default: the body field it is about)."""
     if error.status == 409:
@@ -84,13 +73,11 @@ def catalog_failure(error: catalog.CatalogError, loc: tuple[str, ...] = ()) -> A
 def _node(ref: str) -> Node:
     if not ref.strip():
         raise InputError([{"loc": ("body", "payload", "node"), "msg": "This field is required."}])
-    from models_app.api.downloads import get_node
-
     return get_node(ref.strip())
 
 
 @router.get("/models", response={200: list[CatalogModelOut], 401: ErrorOut}, summary="The catalog")
-def list_models(request: HttpRequest) -> QuerySet[CatalogModel]:
+def list_models(request: ApiRequest) -> QuerySet[CatalogModel]:
     return CatalogModel.objects.all()
 
 
@@ -99,8 +86,8 @@ def list_models(request: HttpRequest) -> QuerySet[CatalogModel]:
     response={200: list[HubModelOut], **ERRORS, 502: ErrorOut},
     summary="The GGUF models of a Hugging Face repo (operators)",
 )
-def hub_listing(request: HttpRequest, query: Query[HubQuery]) -> Any:
-    require_operator(request, "browse the hub")
+def hub_listing(request: ApiRequest, query: Query[HubQuery]) -> Any:
+    require_operator(request.auth, "browse the hub")
     try:
         return catalog.hub_models(query.repo, query.revision or "main")
     except catalog.CatalogError as error:
@@ -112,9 +99,9 @@ def hub_listing(request: HttpRequest, query: Query[HubQuery]) -> Any:
     response={201: CatalogModelDetailOut, 409: ConflictOut, 502: ErrorOut, **ERRORS},
     summary="Add a model: its files and GGUF facts are read from the source now",
 )
-def add_model(request: HttpRequest, payload: AddModelIn) -> Any:
-    require_operator(request, "add models")
-    user = request.auth  # type: ignore[attr-defined]
+def add_model(request: ApiRequest, payload: AddModelIn) -> Any:
+    require_operator(request.auth, "add models")
+    user = request.auth
     try:
         if payload.source == "hf":
             model = catalog.add_hf_model(
@@ -136,7 +123,7 @@ def add_model(request: HttpRequest, payload: AddModelIn) -> Any:
     response={200: CatalogModelDetailOut, **ERRORS},
     summary="One model, with the nodes whose GPUs could hold it",
 )
-def model_detail(request: HttpRequest, model_id: UUID) -> CatalogModel:
+def model_detail(request: ApiRequest, model_id: UUID) -> CatalogModel:
     return get_model(model_id)
 
 
@@ -145,8 +132,8 @@ def model_detail(request: HttpRequest, model_id: UUID) -> CatalogModel:
     response={204: None, 409: ErrorOut, **ERRORS},
     summary="Remove a model from the catalog (once no node holds a copy)",
 )
-def remove_model(request: HttpRequest, model_id: UUID) -> Any:
-    require_operator(request, "remove models")
+def remove_model(request: ApiRequest, model_id: UUID) -> Any:
+    require_operator(request.auth, "remove models")
     model = get_model(model_id)
     copies = model.copies.count()
     if copies:

@@ -7,15 +7,15 @@ from typing import Any
 from uuid import UUID
 
 from django.db.models import QuerySet
-from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as InputError
 from pydantic import ConfigDict
 
-from inventory.models import Node
+from core.access import require_operator
+from core.requests import ApiRequest
 from models_app import actions
-from models_app.api.catalog import get_model, require_operator
+from models_app.api.lookups import get_model, get_node
 from models_app.api.schemas import ConflictOut, ErrorOut, ModelFileOut
 from models_app.choices import DownloadState
 from models_app.models import ModelFile
@@ -51,17 +51,6 @@ class RootOut(Schema):
     copies: list[ModelFileOut]
 
 
-def get_node(ref: str) -> Node:
-    node = None
-    try:
-        node = Node.objects.filter(pk=UUID(ref)).first()
-    except ValueError:
-        node = Node.objects.filter(name=ref).first()
-    if node is None:
-        raise HttpError(404, f"Node {ref!r} not found.")
-    return node
-
-
 def get_copy(copy_id: UUID) -> ModelFile:
     copy = ModelFile.objects.select_related("model", "node").filter(pk=copy_id).first()
     if copy is None:
@@ -87,15 +76,15 @@ def refused(error: actions.DownloadRefused) -> Any:
     "409 when the node already holds or is downloading the model (existing_id names it), "
     "422 for a path outside the node's storage roots, 507 when its disk cannot hold it.",
 )
-def request_download(request: HttpRequest, payload: DownloadIn) -> Any:
-    require_operator(request, "download models")
+def request_download(request: ApiRequest, payload: DownloadIn) -> Any:
+    require_operator(request.auth, "download models")
     model, node = get_model(payload.model_id), get_node(payload.target_node)
     try:
         copy = actions.do_request_download(
             model,
             node,
             payload.download_path,
-            request.auth,  # type: ignore[attr-defined]
+            request.auth,
         )
     except actions.DownloadRefused as error:
         return refused(error)
@@ -107,7 +96,7 @@ def request_download(request: HttpRequest, payload: DownloadIn) -> Any:
     response={200: list[ModelFileOut], **ERRORS},
     summary="Copies of models on nodes, newest first, with their download progress",
 )
-def list_downloads(request: HttpRequest, filters: Query[DownloadFilter]) -> QuerySet[ModelFile]:
+def list_downloads(request: ApiRequest, filters: Query[DownloadFilter]) -> QuerySet[ModelFile]:
     copies = ModelFile.objects.select_related("model", "node")
     if filters.node:
         copies = copies.filter(node=get_node(filters.node))
@@ -123,7 +112,7 @@ def list_downloads(request: HttpRequest, filters: Query[DownloadFilter]) -> Quer
     response={200: ModelFileOut, **ERRORS},
     summary="One copy: state, bytes done, speed, ETA, error",
 )
-def download_detail(request: HttpRequest, copy_id: UUID) -> ModelFile:
+def download_detail(request: ApiRequest, copy_id: UUID) -> ModelFile:
     return get_copy(copy_id)
 
 
@@ -132,8 +121,8 @@ def download_detail(request: HttpRequest, copy_id: UUID) -> ModelFile:
     response={200: ModelFileOut, 409: ErrorOut, **ERRORS},
     summary="Cancel a queued or running download (its bytes stay on disk for a retry)",
 )
-def cancel_download(request: HttpRequest, copy_id: UUID) -> ModelFile:
-    require_operator(request, "cancel downloads")
+def cancel_download(request: ApiRequest, copy_id: UUID) -> ModelFile:
+    require_operator(request.auth, "cancel downloads")
     copy = get_copy(copy_id)
     if not actions.do_cancel(copy):
         raise HttpError(
@@ -149,8 +138,8 @@ def cancel_download(request: HttpRequest, copy_id: UUID) -> ModelFile:
     response={200: ModelFileOut, 409: ConflictOut, **ERRORS},
     summary="Queue a failed or cancelled download again; it resumes from the bytes on disk",
 )
-def retry_download(request: HttpRequest, copy_id: UUID) -> Any:
-    require_operator(request, "retry downloads")
+def retry_download(request: ApiRequest, copy_id: UUID) -> Any:
+    require_operator(request.auth, "retry downloads")
     try:
         actions.do_retry(get_copy(copy_id))
     except actions.DownloadRefused as error:
@@ -163,8 +152,8 @@ def retry_download(request: HttpRequest, copy_id: UUID) -> Any:
     response={202: ModelFileOut, 409: ErrorOut, **ERRORS},
     summary="Delete a copy from its node's disk (a running download is cancelled first)",
 )
-def delete_files(request: HttpRequest, copy_id: UUID) -> Any:
-    require_operator(request, "delete model files")
+def delete_files(request: ApiRequest, copy_id: UUID) -> Any:
+    require_operator(request.auth, "delete model files")
     try:
         actions.do_request_delete(get_copy(copy_id))
     except actions.DownloadRefused as error:
@@ -178,7 +167,7 @@ def delete_files(request: HttpRequest, copy_id: UUID) -> Any:
     tags=["nodes"],
     summary="A node's storage roots: free space, and the copies kept in each",
 )
-def storage(request: HttpRequest, node_id: UUID) -> list[dict[str, Any]]:
+def storage(request: ApiRequest, node_id: UUID) -> list[dict[str, Any]]:
     return [
         {"root": r.root, "free_bytes": r.free, "used_bytes": r.used, "copies": r.copies}
         for r in node_storage(get_node(str(node_id)))

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from django.http import HttpRequest
 from ninja import Field, Router, Schema
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as InputError
 from pydantic import ConfigDict, Strict, field_validator
 
-from inventory.access import can_operate
+from core.access import require_operator
+from core.requests import ApiRequest
 from inventory.models import Gpu
-from models_app import estimating
+from models_app import estimate_service
 from models_app.estimator import DEFAULT_GPU_OVERHEAD_BYTES, CacheType, SplitMode
 from models_app.forms import TENSOR_SPLIT_MAX
 
@@ -105,6 +105,11 @@ class DeviceOut(Schema):
     fits: bool
     layers: str = Field(description="repeating layers placed here, as ranges")
     buffers: dict[str, int] = Field(description="llama.cpp's buffer names and sizes")
+    learned: dict[str, str] = Field(
+        default_factory=dict,
+        description="components learned from a measurement rather than computed, and from "
+        "which (plans: always computed)",
+    )
 
 
 class PlanOut(Schema):
@@ -126,6 +131,16 @@ class ModelOut(Schema):
     shards: int
 
 
+class LearnedOut(Schema):
+    device: str
+    component: str = Field(description="weights, kv_cache, compute, output or overhead")
+    computed: int = Field(description="the estimator's figure")
+    value: int = Field(description="the figure used: learned")
+    how: str = Field(description='"measured", "corrected ×1.12" or "NVML per process"')
+    source: str = Field(description='e.g. "instance #1a2b3c4d on 2026-12-02, NVIDIA L4"')
+    text: str
+
+
 class EstimateOut(Schema):
     source: str
     model: ModelOut
@@ -138,6 +153,11 @@ class EstimateOut(Schema):
     reasons: list[str]
     caveats: list[str]
     explanation: list[str]
+    learned: list[LearnedOut] = Field(
+        default_factory=list,
+        description="figures learned from running instances' measurements rather than computed",
+    )
+    computed_total: int = Field(description="the total before learning")
     layers_plan: PlanOut | None = Field(description="the most GPU layers that fit")
     context_plan: PlanOut | None = Field(description="the longest context that fits")
     margin_bytes: int
@@ -147,18 +167,18 @@ class ErrorOut(Schema):
     detail: str
 
 
-def _targets(payload: EstimateIn) -> list[estimating.Target]:
+def _targets(payload: EstimateIn) -> list[estimate_service.Target]:
     gpus = list(Gpu.objects.select_related("node").filter(pk__in=payload.gpus))
     missing = set(payload.gpus) - {gpu.pk for gpu in gpus}
     if missing:
         raise HttpError(404, f"GPU {sorted(missing)[0]} not found.")
-    targets = estimating.inventory_targets(gpus)
+    targets = estimate_service.inventory_targets(gpus)
     sizes = [device.free_bytes for device in payload.devices]
-    return targets + estimating.hypothetical_targets(sizes, first=len(targets))
+    return targets + estimate_service.hypothetical_targets(sizes, first=len(targets))
 
 
 def _settings(values: SettingsIn) -> Any:
-    return estimating.build_settings(
+    return estimate_service.build_settings(
         n_ctx=values.n_ctx,
         n_seq_max=values.n_parallel,
         n_batch=values.n_batch,
@@ -187,18 +207,18 @@ def _settings(values: SettingsIn) -> Any:
         "is for operators. Without GPUs everything is placed on the CPU."
     ),
 )
-def estimate(request: HttpRequest, payload: EstimateIn) -> dict[str, object]:
-    source = estimating.ModelSource(
+def estimate(request: ApiRequest, payload: EstimateIn) -> dict[str, object]:
+    source = estimate_service.ModelSource(
         payload.path, payload.url, payload.hf_repo, payload.hf_file, payload.revision
     )
     try:
         source.check()
-        if source.remote and not can_operate(request.auth):  # type: ignore[attr-defined]
-            raise HttpError(403, "Only operators may estimate from a URL or the Hugging Face hub.")
+        if source.remote:
+            require_operator(request.auth, "estimate from a URL or the Hugging Face hub")
         targets = _targets(payload)
         settings = _settings(payload.settings or SettingsIn.model_validate({}))
-        report = estimating.run(source, settings, targets, payload.margin_bytes)
-    except estimating.EstimateInputError as error:
+        report = estimate_service.run(source, settings, targets, payload.margin_bytes)
+    except estimate_service.EstimateInputError as error:
         problem = {"loc": ("body", "payload", error.field), "msg": error.message}
         raise InputError([problem]) from error
-    return estimating.report_data(report)
+    return estimate_service.report_data(report)

@@ -9,7 +9,7 @@ from uuid import UUID
 from ninja import Field, Schema
 
 from models_app.choices import DownloadState, SourceKind
-from models_app.fitting import node_fits
+from models_app.fleet_fit import node_fits
 from models_app.models import CatalogModel, ModelFile
 
 

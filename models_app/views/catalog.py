@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,17 +16,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from inventory.access import can_operate
+from core.access import can_operate, require_operator
 from inventory.models import Node
-from models_app import actions, catalog, estimating
+from models_app import actions, catalog, estimate_service
 from models_app.catalog_forms import AddModelForm, DownloadForm
-from models_app.fitting import node_fits
+from models_app.fleet_fit import node_fits
 from models_app.models import CatalogModel, ModelFile
-
-
-def _require_operator(request: HttpRequest) -> None:
-    if not can_operate(request.user):
-        raise PermissionDenied("Only operators may change the catalog or start downloads.")
 
 
 def _nodes() -> list[Node]:
@@ -50,7 +44,7 @@ def _redirect(request: HttpRequest, url: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def add_model(request: HttpRequest) -> HttpResponse:
-    _require_operator(request)
+    require_operator(request.user, "change the catalog or start downloads")
     if request.method == "GET":
         return render(request, "models_app/model_add.html", {"form": AddModelForm()})
     form = AddModelForm(request.POST)
@@ -76,7 +70,7 @@ def _add(request: HttpRequest, data: dict[str, Any]) -> CatalogModel:
 @require_GET
 def hub_files(request: HttpRequest) -> HttpResponse:
     """The GGUF models of the typed repo, to pick one (an htmx fragment)."""
-    _require_operator(request)
+    require_operator(request.user, "change the catalog or start downloads")
     repo = request.GET.get("hf_repo", "").strip()
     revision = request.GET.get("revision", "").strip() or "main"
     context: dict[str, Any] = {"repo": repo, "revision": revision}
@@ -91,25 +85,25 @@ def hub_files(request: HttpRequest) -> HttpResponse:
 @require_GET
 def model_facts(request: HttpRequest) -> HttpResponse:
     """The picked file's GGUF facts and the GPUs that could hold it, before saving."""
-    _require_operator(request)
-    source = estimating.ModelSource(
+    require_operator(request.user, "change the catalog or start downloads")
+    source = estimate_service.ModelSource(
         hf_repo=request.GET.get("hf_repo", "").strip(),
         hf_file=request.GET.get("hf_file", "").strip(),
         revision=request.GET.get("revision", "").strip() or "main",
     )
     context: dict[str, Any] = {}
     try:
-        facts = estimating.load_facts(source)
+        facts = estimate_service.load_facts(source)
         draft = CatalogModel(facts=facts.to_dict(), context_length=facts.context_length or 0)
         context |= {"facts": facts, "fits": node_fits(draft, _nodes())}
-    except estimating.EstimateInputError as error:
+    except estimate_service.EstimateInputError as error:
         context["error"] = error.message
     return render(request, "models_app/_facts_preview.html", context)
 
 
 @require_POST
 def request_download(request: HttpRequest, model_id: object) -> HttpResponse:
-    _require_operator(request)
+    require_operator(request.user, "change the catalog or start downloads")
     model = get_object_or_404(CatalogModel, pk=model_id)
     form = DownloadForm(request.POST, prefix=str(model.pk))
     if form.is_valid():

@@ -7,12 +7,11 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from inventory.access import can_operate
+from core.access import can_operate, require_operator
 from inventory.models import Node
 from inventory.redirects import safe_next
 from models_app import actions
@@ -40,8 +39,7 @@ def downloads_page(request: HttpRequest) -> HttpResponse:
 @require_POST
 def download_action(request: HttpRequest, copy_id: UUID, action: str) -> HttpResponse:
     """Cancel, retry or delete from disk; answers the copy's row (htmx) or goes back."""
-    if not can_operate(request.user):
-        raise PermissionDenied("Only operators may change downloads.")
+    require_operator(request.user, "change downloads")
     if action not in ACTIONS:
         raise Http404(f"No such action: {action}")
     copy = get_object_or_404(ModelFile.objects.select_related("model", "node"), pk=copy_id)

@@ -12,16 +12,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from inventory.access import can_operate
-from models_app import estimating
+from core.access import require_operator
+from models_app import estimate_service
 from models_app.forms import CONTEXT_CHOICES, EstimateForm
-from models_app.presenters import COMPONENT_LABELS, bars, split_text
+from models_app.presenters import COMPONENT_LABELS, bars, breakdown, split_text
 
 FORM_FIELD_FOR = {
     "path": "model",
@@ -36,21 +35,21 @@ FORM_FIELD_FOR = {
 
 def _report(
     request: HttpRequest, form: EstimateForm, fetch: bool
-) -> tuple[estimating.Report | None, bool]:
+) -> tuple[estimate_service.Report | None, bool]:
     """The report, and whether a remote source is waiting for a POST to be read."""
     if not form.is_valid():
         return None, False
     try:
-        source = estimating.parse_reference(form.cleaned_data["model"])
+        source = estimate_service.parse_reference(form.cleaned_data["model"])
         source.check()
-        if source.remote and not can_operate(request.user):
-            raise PermissionDenied("Only operators may read models from a URL or the hub.")
+        if source.remote:
+            require_operator(request.user, "read models from a URL or the hub")
         if source.remote and not fetch:
             return None, True
-        return estimating.run(
+        return estimate_service.run(
             source, form.run_settings(), form.targets(), form.cleaned_data["margin_mib"] << 20
         ), False
-    except estimating.EstimateInputError as error:
+    except estimate_service.EstimateInputError as error:
         form.add_error(FORM_FIELD_FOR.get(error.field), error.message)
         return None, False
 
@@ -73,12 +72,13 @@ def estimate_page(request: HttpRequest) -> HttpResponse:
         "report": report,
         "waiting_for_post": waiting,
         "bars": bars(report) if report else None,
+        "breakdown": breakdown(report) if report else None,
         "plan_split": split_text(report.layers_plan.tensor_split)
         if report and report.layers_plan and len(report.targets) > 1
         else "",
         "legend": list(COMPONENT_LABELS.items()),
-        "context_capped": report is not None and estimating.context_capped(report),
-        "local_models": estimating.local_models(),
+        "context_capped": report is not None and estimate_service.context_capped(report),
+        "local_models": estimate_service.local_models(),
         "context_choices": CONTEXT_CHOICES,
     }
     if getattr(request, "htmx", False):

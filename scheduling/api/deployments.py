@@ -7,13 +7,14 @@ from typing import Any
 from uuid import UUID
 
 from django.db import IntegrityError
-from django.http import HttpRequest
 from ninja import Router, Status
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as InputError
 
+from core.access import require_operator
+from core.requests import ApiRequest
 from inventory.models import Gpu
-from models_app.api.catalog import get_model, require_operator
+from models_app.api.lookups import get_model
 from models_app.api.schemas import ErrorOut
 from scheduling import actions
 from scheduling.api.schemas import (
@@ -72,13 +73,13 @@ def _refuse_taken(served_name: str) -> None:
     "model's, options outside the allowed list, a selector that matches no GPU, a model no "
     "node holds or can download: 422 with the field named. 409: the served name is taken.",
 )
-def create_deployment(request: HttpRequest, payload: DeploymentIn) -> Any:
-    require_operator(request, "create deployments")
+def create_deployment(request: ApiRequest, payload: DeploymentIn) -> Any:
+    require_operator(request.auth, "create deployments")
     _refuse_taken(payload.served_name)
     fields, only, exclude = _unsaved(payload)
     try:
         deployment = actions.do_create_deployment(
-            user=request.auth,  # type: ignore[attr-defined]
+            user=request.auth,
             only_gpus=only,
             exclude_gpus=exclude,
             **fields,
@@ -94,7 +95,7 @@ def create_deployment(request: HttpRequest, payload: DeploymentIn) -> Any:
     response={200: PreviewOut, 422: Any, **ERRORS},
     summary="Dry run: where one replica would go now and why, claiming nothing",
 )
-def preview_deployment(request: HttpRequest, payload: DeploymentIn) -> dict[str, Any]:
+def preview_deployment(request: ApiRequest, payload: DeploymentIn) -> dict[str, Any]:
     fields, only, exclude = _unsaved(payload)
     deployment = Deployment(**fields)
     deployment.full_clean(exclude=["only_gpus", "exclude_gpus", "served_name"])
@@ -110,7 +111,7 @@ def preview_deployment(request: HttpRequest, payload: DeploymentIn) -> dict[str,
 
 
 @router.get("/deployments", response={200: list[DeploymentOut], **ERRORS}, summary="Deployments")
-def list_deployments(request: HttpRequest) -> list[dict[str, Any]]:
+def list_deployments(request: ApiRequest) -> list[dict[str, Any]]:
     return [deployment_data(d) for d in Deployment.objects.select_related("model")]
 
 
@@ -119,7 +120,7 @@ def list_deployments(request: HttpRequest) -> list[dict[str, Any]]:
     response={200: DeploymentOut, **ERRORS},
     summary="One deployment with its live instances",
 )
-def deployment_detail(request: HttpRequest, deployment_id: UUID) -> dict[str, Any]:
+def deployment_detail(request: ApiRequest, deployment_id: UUID) -> dict[str, Any]:
     return deployment_data(get_deployment(deployment_id))
 
 
@@ -130,8 +131,8 @@ def deployment_detail(request: HttpRequest, deployment_id: UUID) -> dict[str, An
     description="Checked like a new deployment (422 with the field named, nothing changed). "
     "Running instances keep the settings they started with until restarted (stop, start).",
 )
-def update(request: HttpRequest, deployment_id: UUID, payload: DeploymentPatch) -> Any:
-    require_operator(request, "change deployments")
+def update(request: ApiRequest, deployment_id: UUID, payload: DeploymentPatch) -> Any:
+    require_operator(request.auth, "change deployments")
     deployment = _changeable(deployment_id)
     changes = payload.dict(exclude_unset=True)
     only = _gpus(changes.pop("only_gpus") or [], "only_gpus") if "only_gpus" in changes else None
@@ -149,8 +150,8 @@ def update(request: HttpRequest, deployment_id: UUID, payload: DeploymentPatch) 
     response={200: DeploymentOut, 409: ErrorOut, 422: Any, **ERRORS},
     summary="Set the number of replicas (0 keeps the deployment without instances)",
 )
-def scale(request: HttpRequest, deployment_id: UUID, payload: ScaleIn) -> dict[str, Any]:
-    require_operator(request, "scale deployments")
+def scale(request: ApiRequest, deployment_id: UUID, payload: ScaleIn) -> dict[str, Any]:
+    require_operator(request.auth, "scale deployments")
     deployment = _changeable(deployment_id)
     actions.do_scale(deployment, payload.replicas, payload.min_replicas)
     return deployment_data(get_deployment(deployment_id))
@@ -163,9 +164,9 @@ def _changeable(deployment_id: UUID) -> Deployment:
     return deployment
 
 
-def _set(request: HttpRequest, deployment_id: UUID, desired: DesiredState) -> dict[str, Any]:
+def _set(request: ApiRequest, deployment_id: UUID, desired: DesiredState) -> dict[str, Any]:
     require_operator(
-        request, f"{'start' if desired == DesiredState.RUNNING else 'stop'} deployments"
+        request.auth, f"{'start' if desired == DesiredState.RUNNING else 'stop'} deployments"
     )
     actions.do_set_desired(_changeable(deployment_id), desired)
     return deployment_data(get_deployment(deployment_id))
@@ -176,7 +177,7 @@ def _set(request: HttpRequest, deployment_id: UUID, desired: DesiredState) -> di
     response={200: DeploymentOut, 409: ErrorOut, **ERRORS},
     summary="Start: run the deployment's replicas",
 )
-def start(request: HttpRequest, deployment_id: UUID) -> dict[str, Any]:
+def start(request: ApiRequest, deployment_id: UUID) -> dict[str, Any]:
     return _set(request, deployment_id, DesiredState.RUNNING)
 
 
@@ -185,7 +186,7 @@ def start(request: HttpRequest, deployment_id: UUID) -> dict[str, Any]:
     response={200: DeploymentOut, 409: ErrorOut, **ERRORS},
     summary="Stop every instance (the deployment and its settings stay)",
 )
-def stop(request: HttpRequest, deployment_id: UUID) -> dict[str, Any]:
+def stop(request: ApiRequest, deployment_id: UUID) -> dict[str, Any]:
     return _set(request, deployment_id, DesiredState.STOPPED)
 
 
@@ -194,8 +195,8 @@ def stop(request: HttpRequest, deployment_id: UUID) -> dict[str, Any]:
     response={202: DeploymentOut, **ERRORS},
     summary="Delete: its instances stop, then the deployment goes",
 )
-def delete(request: HttpRequest, deployment_id: UUID) -> Any:
-    require_operator(request, "delete deployments")
+def delete(request: ApiRequest, deployment_id: UUID) -> Any:
+    require_operator(request.auth, "delete deployments")
     deployment = get_deployment(deployment_id)
     actions.do_delete_deployment(deployment)
     remaining = Deployment.objects.filter(pk=deployment_id).first()

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 
+from core.requests import ApiRequest
 from models_app.api.schemas import ErrorOut
-from scheduling import backend
+from scheduling import backend_logs
 from scheduling.api.deployments import get_deployment
 from scheduling.api.schemas import InstanceOut, LogOut, RunOut
 from scheduling.models import Instance
@@ -38,7 +38,7 @@ def get_instance(instance_id: UUID) -> Instance:
     response={200: list[InstanceOut], **ERRORS},
     summary="A deployment's instances, stopped ones included",
 )
-def list_instances(request: HttpRequest, deployment_id: UUID) -> list[dict[str, Any]]:
+def list_instances(request: ApiRequest, deployment_id: UUID) -> list[dict[str, Any]]:
     deployment = get_deployment(deployment_id)
     rows = deployment.instances.select_related("node", "deployment").order_by("created_at")
     return [instance_data(i) for i in rows]
@@ -49,7 +49,7 @@ def list_instances(request: HttpRequest, deployment_id: UUID) -> list[dict[str, 
     response={200: InstanceOut, **ERRORS},
     summary="One instance: state, where, claims, estimated and measured memory",
 )
-def instance_detail(request: HttpRequest, instance_id: UUID) -> dict[str, Any]:
+def instance_detail(request: ApiRequest, instance_id: UUID) -> dict[str, Any]:
     return instance_data(get_instance(instance_id))
 
 
@@ -58,7 +58,7 @@ def instance_detail(request: HttpRequest, instance_id: UUID) -> dict[str, Any]:
     response={200: list[RunOut], **ERRORS},
     summary="Every start of the instance's backend and how it ended (restart history)",
 )
-def instance_runs(request: HttpRequest, instance_id: UUID) -> Any:
+def instance_runs(request: ApiRequest, instance_id: UUID) -> Any:
     return list(get_instance(instance_id).runs.order_by("-number"))
 
 
@@ -67,7 +67,7 @@ def instance_runs(request: HttpRequest, instance_id: UUID) -> Any:
     response={200: LogOut, **ERRORS},
     summary="The last lines of a run's log (the backend's stdout and stderr)",
 )
-def instance_logs(request: HttpRequest, instance_id: UUID, query: Query[LogQuery]) -> Any:
+def instance_logs(request: ApiRequest, instance_id: UUID, query: Query[LogQuery]) -> Any:
     instance = get_instance(instance_id)
     runs = instance.runs.order_by("-number")
     run = runs.filter(number=query.run).first() if query.run else runs.first()
@@ -75,5 +75,5 @@ def instance_logs(request: HttpRequest, instance_id: UUID, query: Query[LogQuery
         if query.run:
             raise HttpError(404, f"Run {query.run} of instance {instance_id} not found.")
         return {"instance_id": instance.pk, "run": None, "lines": []}
-    lines = backend.tail(Path(run.log_path), lines=query.lines)
+    lines = backend_logs.tail(Path(run.log_path), lines=query.lines)
     return {"instance_id": instance.pk, "run": run.number, "lines": lines}

@@ -11,8 +11,7 @@ from uuid import UUID
 from ninja import Field, Schema
 from pydantic import ConfigDict, Strict, field_validator
 
-from scheduling.choices import DEFAULT_N_CTX
-from scheduling.models import MAX_PARALLEL, MAX_REPLICAS
+from scheduling.deployment_fields import default, least, most
 
 OptionValue = str | int | float | bool
 Int = Annotated[int, Strict()]
@@ -20,7 +19,6 @@ Flag = Annotated[bool, Strict()]
 BackendName = Literal["llama_server", "llama_cpp_python"]
 Kind = Literal["chat", "embedding", "reranker"]
 PoolingName = Literal["", "none", "mean", "cls", "last", "rank"]
-CACHE_RAM_MAX = 1024 * 1024  # MiB
 
 
 class DeploymentIn(Schema):
@@ -28,22 +26,44 @@ class DeploymentIn(Schema):
 
     model_id: UUID
     served_name: str = Field(max_length=128, description="the name clients ask for")
-    replicas: Int = Field(1, ge=0, le=MAX_REPLICAS, description="the most instances it runs")
+    replicas: Int = Field(
+        default("replicas"),
+        ge=least("replicas"),
+        le=most("replicas"),
+        description="the most instances it runs",
+    )
     min_replicas: Int | None = Field(
         None,
-        ge=0,
-        le=MAX_REPLICAS,
+        ge=least("min_replicas"),
+        le=most("min_replicas"),
         description="kept running without traffic; 0: scale to "
         "zero (started by the first request); left out: replicas (always on)",
     )
-    idle_timeout: Int = Field(300, ge=1, le=30 * 86400, description="seconds idle before release")
-    cold_start_timeout: Int = Field(600, ge=1, le=86400, description="seconds a request waits")
-    max_queue: Int = Field(64, ge=0, le=100_000, description="requests that may wait")
-    n_ctx: Int = Field(DEFAULT_N_CTX, ge=256, le=10_000_000, description="context size in tokens")
+    idle_timeout: Int = Field(
+        default("idle_timeout"),
+        ge=least("idle_timeout"),
+        le=most("idle_timeout"),
+        description="seconds idle before release",
+    )
+    cold_start_timeout: Int = Field(
+        default("cold_start_timeout"),
+        ge=least("cold_start_timeout"),
+        le=most("cold_start_timeout"),
+        description="seconds a request waits",
+    )
+    max_queue: Int = Field(
+        default("max_queue"),
+        ge=least("max_queue"),
+        le=most("max_queue"),
+        description="requests that may wait",
+    )
+    n_ctx: Int = Field(
+        default("n_ctx"), ge=least("n_ctx"), le=most("n_ctx"), description="context size in tokens"
+    )
     parallel: Int = Field(
-        1,
-        ge=1,
-        le=MAX_PARALLEL,
+        default("parallel"),
+        ge=least("parallel"),
+        le=most("parallel"),
         description="parallel slots, each with the full context (llama_server; "
         "llama_cpp_python serves 1)",
     )
@@ -53,7 +73,10 @@ class DeploymentIn(Schema):
         "", description="embedding / reranker pooling; empty: the model's own"
     )
     cache_ram: Int = Field(
-        0, ge=0, le=CACHE_RAM_MAX, description="MiB of host RAM for llama-server's prompt cache"
+        default("cache_ram"),
+        ge=least("cache_ram"),
+        le=most("cache_ram"),
+        description="MiB of host RAM for llama-server's prompt cache",
     )
     cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     flash_attn: Flag = False
@@ -61,7 +84,7 @@ class DeploymentIn(Schema):
     node_labels: dict[str, str] = Field(default_factory=dict)
     only_gpus: list[UUID] = Field(default_factory=list, description="GPU ids; empty: any")
     exclude_gpus: list[UUID] = Field(default_factory=list)
-    priority: Int = Field(50, ge=0, le=100)
+    priority: Int = Field(default("priority"), ge=least("priority"), le=most("priority"))
     allow_cpu_offload: Flag = False
     allow_multi_gpu: Flag = False
     extra_options: dict[str, OptionValue] = Field(
@@ -76,22 +99,24 @@ class DeploymentPatch(Schema):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_ctx: Int | None = Field(None, ge=256, le=10_000_000)
-    parallel: Int | None = Field(None, ge=1, le=MAX_PARALLEL)
+    n_ctx: Int | None = Field(None, ge=least("n_ctx"), le=most("n_ctx"))
+    parallel: Int | None = Field(None, ge=least("parallel"), le=most("parallel"))
     backend: BackendName | None = None
     kind: Kind | None = None
     pooling: PoolingName | None = None
-    cache_ram: Int | None = Field(None, ge=0, le=CACHE_RAM_MAX)
-    idle_timeout: Int | None = Field(None, ge=1, le=30 * 86400)
-    cold_start_timeout: Int | None = Field(None, ge=1, le=86400)
-    max_queue: Int | None = Field(None, ge=0, le=100_000)
+    cache_ram: Int | None = Field(None, ge=least("cache_ram"), le=most("cache_ram"))
+    idle_timeout: Int | None = Field(None, ge=least("idle_timeout"), le=most("idle_timeout"))
+    cold_start_timeout: Int | None = Field(
+        None, ge=least("cold_start_timeout"), le=most("cold_start_timeout")
+    )
+    max_queue: Int | None = Field(None, ge=least("max_queue"), le=most("max_queue"))
     cache_type: Literal["f16", "q8_0", "q4_0"] | None = None
     flash_attn: Flag | None = None
     policy: Literal["binpack", "spread"] | None = None
     node_labels: dict[str, str] | None = None
     only_gpus: list[UUID] | None = None
     exclude_gpus: list[UUID] | None = None
-    priority: Int | None = Field(None, ge=0, le=100)
+    priority: Int | None = Field(None, ge=least("priority"), le=most("priority"))
     allow_cpu_offload: Flag | None = None
     allow_multi_gpu: Flag | None = None
     extra_options: dict[str, OptionValue] | None = None
@@ -111,9 +136,12 @@ class DeploymentPatch(Schema):
 class ScaleIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    replicas: Int = Field(ge=0, le=MAX_REPLICAS)
+    replicas: Int = Field(ge=least("replicas"), le=most("replicas"))
     min_replicas: Int | None = Field(
-        None, ge=0, le=MAX_REPLICAS, description="left out: an always-on deployment stays so"
+        None,
+        ge=least("min_replicas"),
+        le=most("min_replicas"),
+        description="left out: an always-on deployment stays so",
     )
 
 
@@ -196,7 +224,9 @@ class DeploymentOut(Schema):
     allow_multi_gpu: bool
     extra_options: dict[str, OptionValue]
     estimate_notes: list[str] = Field(
-        default_factory=list, description="why the memory estimate is approximate (upper bound)"
+        default_factory=list,
+        description="why the memory estimate is approximate (upper bound), and what of it "
+        "is learned from measurements",
     )
     instances: list[InstanceOut]
     created_at: datetime
@@ -218,7 +248,9 @@ class PreviewOut(Schema):
     placement: PlacementOut | None = None
     reasons: list[str] = Field(default_factory=list)
     notes: list[str] = Field(
-        default_factory=list, description="why the memory estimate is approximate (upper bound)"
+        default_factory=list,
+        description="why the memory estimate is approximate (upper bound), and what of it "
+        "is learned from measurements",
     )
 
 

@@ -3,7 +3,7 @@
 ``place(nodes, request, sizer)`` picks one node and the GPUs on it for one
 instance of a model, or refuses with a reason per candidate. Memory is the only
 rule: any models may share a GPU. ``sizer`` answers the memory questions (the
-real one, over the estimator, is ``scheduling.sizing.EstimatorSizer``).
+real one, over the estimator, is ``scheduling.placement_sizer.EstimatorSizer``).
 
 Attempts, in order, each only when the request allows it; the first that finds a
 fit wins:
@@ -48,10 +48,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scheduling.placement.candidates import Memo, _candidates
+from scheduling.placement.candidates import Memo, candidates_for
 from scheduling.placement.data import (
-    GIB,
-    MIB,
     MULTI_CALLS,
     MULTI_FITS,
     PARTIAL_TRIES,
@@ -67,11 +65,11 @@ from scheduling.placement.data import (
     Request,
     Sizer,
 )
-from scheduling.placement.reasons import _Reasons
-from scheduling.placement.search import _refusal, _Search
+from scheduling.placement.reasons import Reasons
+from scheduling.placement.search import Search, refusal_for
 
 __all__ = [
-    "GIB", "MIB", "MULTI_CALLS", "MULTI_FITS", "PARTIAL_TRIES", "PLAUSIBLE_SHARE",
+    "MULTI_CALLS", "MULTI_FITS", "PARTIAL_TRIES", "PLAUSIBLE_SHARE",
     "REASON_LIMIT", "Fit", "GpuView", "Kind", "Memo", "NodeView", "Placement", "Policy",
     "Refusal", "Request", "Sizer", "place",
 ]  # fmt: skip
@@ -84,10 +82,10 @@ def place(
 
     ``memo``: reuse the work on nodes whose views did not change since the last call
     with the same request and memo (the answer is the same as without it)."""
-    reasons = _Reasons()
-    search = _Search(_candidates(nodes, request, reasons, memo), request, sizer, reasons)
+    reasons = Reasons()
+    search = Search(candidates_for(nodes, request, reasons, memo), request, sizer, reasons)
     for attempt in search.attempts():
         placement = attempt()
         if placement is not None:
             return placement
-    return _refusal(search)
+    return refusal_for(search)

@@ -13,8 +13,8 @@ from scheduling.placement.reasons import (
     NODE_LABELS,
     NODE_MODEL,
     NODE_STATE,
-    _gpu_label,
-    _Reasons,
+    Reasons,
+    gpu_label,
 )
 
 Slot = tuple[GpuView, int]  # a usable GPU and its free bytes
@@ -22,7 +22,7 @@ Key = tuple[object, ...]  # a ranking key: smaller is better
 
 
 @dataclass(slots=True)
-class _Candidate:
+class Candidate:
     """A node that may take the instance, with its usable GPUs worked out once.
 
     ``usable`` and ``frees`` are parallel (as the node lists its GPUs); ``usable`` is
@@ -97,7 +97,7 @@ class _Candidate:
         """The lowest priority among the ``count`` GPUs with the most free memory."""
         if self.uniform:
             return self.usable[0].priority
-        return _min_priority(self.by_free[:count])
+        return lowest_priority(self.by_free[:count])
 
 
 def _device_order(slot: Slot) -> tuple[int, int]:
@@ -124,13 +124,13 @@ def _node_refusal(node: NodeView, request: Request) -> tuple[str, str] | None:
 def _gpu_refusal(gpu: GpuView, node: NodeView, request: Request) -> str | None:
     """Why a GPU of a candidate node gets no work, or None."""
     if gpu.id in request.exclude_gpus:
-        return f"{_gpu_label(gpu, node)} is excluded by the request"
+        return f"{gpu_label(gpu, node)} is excluded by the request"
     if not gpu.enabled:
-        return f"{_gpu_label(gpu, node)} is disabled"
+        return f"{gpu_label(gpu, node)} is disabled"
     if not gpu.present:
-        return f"{_gpu_label(gpu, node)} is missing"
+        return f"{gpu_label(gpu, node)} is missing"
     if gpu.error:
-        return f"{_gpu_label(gpu, node)} reports an error: {gpu.error}"
+        return f"{gpu_label(gpu, node)} reports an error: {gpu.error}"
     return None
 
 
@@ -157,14 +157,14 @@ class Memo:
 
     def __init__(self) -> None:
         self.request: Request | None = None
-        self._nodes: dict[int, tuple[NodeView, _Candidate | None, list[tuple[str, str]]]] = {}
+        self._nodes: dict[int, tuple[NodeView, Candidate | None, list[tuple[str, str]]]] = {}
 
     def candidates(
-        self, nodes: Sequence[NodeView], request: Request, reasons: _Reasons
-    ) -> list[_Candidate]:
+        self, nodes: Sequence[NodeView], request: Request, reasons: Reasons
+    ) -> list[Candidate]:
         if request != self.request:
             self.request, self._nodes = request, {}
-        found: list[_Candidate] = []
+        found: list[Candidate] = []
         for node in nodes:
             entry = self._nodes.get(id(node))
             if entry is None or entry[0] is not node:
@@ -178,7 +178,7 @@ class Memo:
         return found
 
 
-def _node_candidate(node: NodeView, request: Request, reasons: _Sink) -> _Candidate | None:
+def _node_candidate(node: NodeView, request: Request, reasons: _Sink) -> Candidate | None:
     refusal = _node_refusal(node, request)
     if refusal is not None:
         reasons.add(*refusal)
@@ -186,7 +186,7 @@ def _node_candidate(node: NodeView, request: Request, reasons: _Sink) -> _Candid
     return _candidate(node, request, reasons)
 
 
-def _candidate(node: NodeView, request: Request, reasons: _Sink) -> _Candidate:
+def _candidate(node: NodeView, request: Request, reasons: _Sink) -> Candidate:
     only, excluded = request.only_gpus, request.exclude_gpus
     usable: list[GpuView] = []
     frees: list[int] = []
@@ -208,12 +208,12 @@ def _candidate(node: NodeView, request: Request, reasons: _Sink) -> _Candidate:
             reasons.add(GPU_STATE, _gpu_refusal(gpu, node, request) or "")
     gpus = node.gpus if len(usable) == len(node.gpus) else tuple(usable)
     rank = 0 if node.has_model else 1
-    return _Candidate(node, gpus, tuple(frees), rank, uniform)
+    return Candidate(node, gpus, tuple(frees), rank, uniform)
 
 
-def _candidates(
-    nodes: Sequence[NodeView], request: Request, reasons: _Reasons, memo: Memo | None = None
-) -> list[_Candidate]:
+def candidates_for(
+    nodes: Sequence[NodeView], request: Request, reasons: Reasons, memo: Memo | None = None
+) -> list[Candidate]:
     if memo is not None:
         found = memo.candidates(nodes, request, reasons)
     else:
@@ -249,5 +249,5 @@ def _best_single(gpus: tuple[GpuView, ...], frees: tuple[int, ...], need: int, s
     return best
 
 
-def _min_priority(slots: tuple[Slot, ...]) -> int:
+def lowest_priority(slots: tuple[Slot, ...]) -> int:
     return min(gpu.priority for gpu, _free in slots)

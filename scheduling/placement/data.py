@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from core.units import MIB
+
 REASON_LIMIT = 20  # specific reason lines in a refusal, then "… and N more" lines
 MULTI_FITS = 4  # attempt 2 stops after this many fits of the best predicted rank
 MULTI_CALLS = 64  # and after this many sizer calls
 PARTIAL_TRIES = 16  # attempt 3 asks the sizer about at most this many sets of free sizes
 PLAUSIBLE_SHARE = 0.9  # attempt 3: GPU + host free must be this share of the 1-GPU need
 
-GIB = 1 << 30
-MIB = 1 << 20
 # Memory left after placing is compared in these steps: GPUs whose free memory differs by
 # the noise of a reading (a few MiB) mostly rank as equal and the tie-break (node, GPU
 # index) decides, so a preview and the placement a moment later agree. Near a step's

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scheduling.placement.data import GIB, MIB, REASON_LIMIT, GpuView, NodeView
+from core.units import GIB, MIB
+from scheduling.placement.data import REASON_LIMIT, GpuView, NodeView
 
 GPU_ROOM = "GPUs without room"
 MULTI_ROOM = "nodes without room on several GPUs"
@@ -27,7 +28,7 @@ CATEGORY_ORDER = (
 )
 
 
-class _Reasons:
+class Reasons:
     """Reason lines by category, bounded: ``REASON_LIMIT`` lines in all, shared fairly
     among categories, then one "… and N more" line per category cut short; notes last."""
 
@@ -77,9 +78,9 @@ def _fair_quotas(sizes: Sequence[int], limit: int) -> list[int]:
     return quotas
 
 
-def _size(size: int) -> str:
+def size_text(size: int) -> str:
     return f"{size / GIB:.1f} GiB" if abs(size) >= GIB else f"{size / MIB:.0f} MiB"
 
 
-def _gpu_label(gpu: GpuView, node: NodeView) -> str:
+def gpu_label(gpu: GpuView, node: NodeView) -> str:
     return f"GPU {gpu.index} on {node.name}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 
-from scheduling.placement.candidates import Key, Slot, _Candidate, _min_priority
+from scheduling.placement.candidates import Candidate, Key, Slot, lowest_priority
 from scheduling.placement.data import (
     LEFT_STEP,
     MULTI_CALLS,
@@ -28,12 +28,12 @@ from scheduling.placement.reasons import (
     GPU_STATE,
     MULTI_ROOM,
     PARTIAL_ROOM,
-    _gpu_label,
-    _Reasons,
-    _size,
+    Reasons,
+    gpu_label,
+    size_text,
 )
 
-Option = tuple[Key, _Candidate, tuple[Slot, ...], Fit]
+Option = tuple[Key, Candidate, tuple[Slot, ...], Fit]
 
 
 def _policy_key(request: Request, node: NodeView, left: int) -> tuple[int, ...]:
@@ -43,7 +43,7 @@ def _policy_key(request: Request, node: NodeView, left: int) -> tuple[int, ...]:
     return (steps,)
 
 
-def _tail(candidate: _Candidate, slots: tuple[Slot, ...]) -> tuple[object, ...]:
+def _tail(candidate: Candidate, slots: tuple[Slot, ...]) -> tuple[object, ...]:
     first = slots[0][0].index if slots else -1
     return (candidate.node.name, candidate.node.id, first)
 
@@ -52,11 +52,11 @@ def _left(slots: tuple[Slot, ...], fit: Fit) -> int:
     return sum(free for _gpu, free in slots) - sum(fit.gpu_bytes)
 
 
-class _Search:
+class Search:
     """One ``place`` call: the candidates, memoised sizer answers, the attempts."""
 
     def __init__(
-        self, candidates: list[_Candidate], request: Request, sizer: Sizer, reasons: _Reasons
+        self, candidates: list[Candidate], request: Request, sizer: Sizer, reasons: Reasons
     ) -> None:
         self.candidates = candidates
         self.request = request
@@ -102,12 +102,12 @@ class _Search:
             failed.add(id(candidate))
         return None
 
-    def _best_single(self, failed: set[int]) -> tuple[_Candidate, int] | None:
+    def _best_single(self, failed: set[int]) -> tuple[Candidate, int] | None:
         """The best (candidate, GPU position) for one GPU; keys are built per node only."""
         need = self.need
         assert need is not None
         policy = self.request.policy
-        best: tuple[_Candidate, int] | None = None
+        best: tuple[Candidate, int] | None = None
         best_key: Key | None = None
         for candidate in self.candidates:
             position, key = candidate.best_single(need, policy)
@@ -121,7 +121,7 @@ class _Search:
     def multi(self) -> Placement | None:
         need = self.need
         assert need is not None
-        plans: list[tuple[Key, _Candidate, int]] = []
+        plans: list[tuple[Key, Candidate, int]] = []
         for candidate in self.candidates:
             count = candidate.min_gpus(need, self.max_gpus)
             if count is not None:
@@ -142,13 +142,13 @@ class _Search:
                 best = option if best is None or option[0] < best[0] else best
         return None if best is None else _placement(*best[1:], Kind.MULTI_GPU)
 
-    def _predicted(self, candidate: _Candidate, count: int, need: int) -> Key:
+    def _predicted(self, candidate: Candidate, count: int, need: int) -> Key:
         left = sum(candidate.sorted_frees[:count]) - need
         policy = _policy_key(self.request, candidate.node, left)
         priority = candidate.min_priority(count)
         return (candidate.rank, count, -priority, *policy, *_tail(candidate, ()))
 
-    def _multi_on(self, candidate: _Candidate, count: int) -> tuple[Option | None, int]:
+    def _multi_on(self, candidate: Candidate, count: int) -> tuple[Option | None, int]:
         """The fewest GPUs from ``count`` up that hold it on this node, and the sizer calls."""
         calls = 0
         limit = min(self.max_gpus, len(candidate.usable))
@@ -158,34 +158,34 @@ class _Search:
             fit = self.on_gpus(slots)
             if fit is not None:
                 policy = _policy_key(self.request, candidate.node, _left(slots, fit))
-                key = (candidate.rank, size, -_min_priority(slots), *policy)
+                key = (candidate.rank, size, -lowest_priority(slots), *policy)
                 return ((*key, *_tail(candidate, slots)), candidate, slots, fit), calls
         return None, calls
 
     # attempt 3 ------------------------------------------------------------------
-    def offload_count(self, candidate: _Candidate) -> int:
+    def offload_count(self, candidate: Candidate) -> int:
         """How many of a node's GPUs take layers: all (at most ``max_gpus``) or one."""
         if not self.request.allow_multi_gpu:
             return min(1, len(candidate.usable))
         return min(self.max_gpus, len(candidate.usable))
 
-    def offload_slots(self, candidate: _Candidate) -> tuple[Slot, ...]:
+    def offload_slots(self, candidate: Candidate) -> tuple[Slot, ...]:
         """The GPUs that take layers, in device order (those with free memory)."""
         count = self.offload_count(candidate)
         return tuple(slot for slot in candidate.top(count) if slot[1] > 0)
 
-    def _offload_sizes(self, candidate: _Candidate) -> tuple[int, ...]:
+    def _offload_sizes(self, candidate: Candidate) -> tuple[int, ...]:
         if self.offload_count(candidate) == 1:  # the common case, without building slots
             return (candidate.sorted_frees[0],) if candidate.sorted_frees[0] > 0 else ()
         return tuple(free for _gpu, free in self.offload_slots(candidate))
 
-    def offload_groups(self) -> dict[tuple[int, ...], list[_Candidate]]:
+    def offload_groups(self) -> dict[tuple[int, ...], list[Candidate]]:
         """Plausible nodes by their GPUs' free sizes: the ``PARTIAL_TRIES`` sizes of the
         best nodes (holding the model, then most GPU memory), each with every node that
         has them."""
         need = self.need
         assert need is not None
-        plans: list[tuple[Key, _Candidate]] = []
+        plans: list[tuple[Key, Candidate]] = []
         for candidate in self.candidates:
             if not candidate.usable:
                 continue
@@ -193,7 +193,7 @@ class _Search:
             if gpu_free and gpu_free + candidate.node.ram_free >= need * PLAUSIBLE_SHARE:
                 plans.append(((candidate.rank, -gpu_free, *_tail(candidate, ())), candidate))
         plans.sort(key=lambda plan: plan[0])
-        groups: dict[tuple[int, ...], list[_Candidate]] = {}
+        groups: dict[tuple[int, ...], list[Candidate]] = {}
         for _key, candidate in plans:
             sizes = self._offload_sizes(candidate)
             if sizes in groups or len(groups) < PARTIAL_TRIES:
@@ -202,7 +202,7 @@ class _Search:
 
     def offload(self) -> Placement | None:
         """One sizer answer per group; every member ranked on it (slots built for the best)."""
-        best: tuple[Key, _Candidate, Fit] | None = None
+        best: tuple[Key, Candidate, Fit] | None = None
         for sizes, members in self.offload_groups().items():
             fit = self.sizer.partial(sizes, max(member.node.ram_free for member in members))
             self.tried_partial.update(member.node.id for member in members)
@@ -224,7 +224,7 @@ class _Search:
         return _placement(candidate, self.offload_slots(candidate), fit, Kind.PARTIAL_OFFLOAD)
 
     # attempt 4 ------------------------------------------------------------------
-    def cpu_nodes(self) -> list[_Candidate]:
+    def cpu_nodes(self) -> list[Candidate]:
         """Candidates for CPU only: with ``only_gpus``, only nodes holding one of them."""
         if not self.request.only_gpus:
             return self.candidates
@@ -237,7 +237,7 @@ class _Search:
         fit = self.sizer.cpu_only(max(candidate.node.ram_free for candidate in nodes))
         if fit is None:
             return None
-        best: tuple[Key, _Candidate] | None = None
+        best: tuple[Key, Candidate] | None = None
         for candidate in nodes:
             left = candidate.node.ram_free - fit.host_bytes
             if left >= 0:
@@ -247,7 +247,7 @@ class _Search:
         return None if best is None else _placement(best[1], (), fit, Kind.CPU_ONLY)
 
 
-def _placement(candidate: _Candidate, slots: tuple[Slot, ...], fit: Fit, kind: Kind) -> Placement:
+def _placement(candidate: Candidate, slots: tuple[Slot, ...], fit: Fit, kind: Kind) -> Placement:
     if len(fit.gpu_bytes) != len(slots):
         raise ValueError(f"the sizer gave {len(fit.gpu_bytes)} GPU sizes for {len(slots)} GPUs")
     return Placement(
@@ -265,7 +265,7 @@ def _placement(candidate: _Candidate, slots: tuple[Slot, ...], fit: Fit, kind: K
 # --- refusal ------------------------------------------------------------------------
 
 
-def _room_reasons(search: _Search) -> None:
+def _room_reasons(search: Search) -> None:
     """Why the candidates that were looked at did not fit, nearest misses first."""
     reasons, need = search.reasons, search.need
     for candidate in search.candidates:
@@ -275,7 +275,7 @@ def _room_reasons(search: _Search) -> None:
         slots = [(free, c.node, gpu) for c in search.candidates for gpu, free in c.gpus]
         nearest = heapq.nlargest(REASON_LIMIT, slots, key=lambda item: item[0])
         texts = [
-            f"{_gpu_label(gpu, node)}: needs {_size(need)}, {_size(free)} free"
+            f"{gpu_label(gpu, node)}: needs {size_text(need)}, {size_text(free)} free"
             for free, node, gpu in nearest
         ]
         reasons.add_many(GPU_ROOM, texts, len(slots))
@@ -287,29 +287,29 @@ def _room_reasons(search: _Search) -> None:
         _cpu_reasons(search)
 
 
-def _multi_reasons(search: _Search, need: int) -> None:
+def _multi_reasons(search: Search, need: int) -> None:
     for candidate in search.candidates:
         if len(candidate.usable) < 2:
             continue
         count = min(search.max_gpus, len(candidate.usable))
         together = sum(free for _gpu, free in candidate.by_free[:count])
-        name, room = candidate.node.name, f"{_size(together)} free together"
+        name, room = candidate.node.name, f"{size_text(together)} free together"
         if candidate.node.id in search.tried_multi:
             text = f"{name}: does not fit on {count} GPUs ({room})"
         elif candidate.min_gpus(need, count) is not None:
             text = f"{name}: not tried on several GPUs ({room}; at most {MULTI_CALLS} estimates)"
         else:
-            text = f"{name}: {count} GPUs have {room}, needs {_size(need)}"
+            text = f"{name}: {count} GPUs have {room}, needs {size_text(need)}"
         search.reasons.add(MULTI_ROOM, text)
 
 
-def _partial_reasons(search: _Search) -> None:
+def _partial_reasons(search: Search) -> None:
     for candidate in search.candidates:
         slots = search.offload_slots(candidate) if candidate.usable else ()
         if not slots:
             continue
         gpu_free, ram = sum(free for _gpu, free in slots), candidate.node.ram_free
-        room = f"{_size(gpu_free)} free on GPUs, {_size(ram)} RAM"
+        room = f"{size_text(gpu_free)} free on GPUs, {size_text(ram)} RAM"
         if candidate.node.id in search.tried_partial:
             text = "partial offload does not fit"
         elif gpu_free + ram >= (search.need or 0) * PLAUSIBLE_SHARE:
@@ -319,18 +319,18 @@ def _partial_reasons(search: _Search) -> None:
         search.reasons.add(PARTIAL_ROOM, f"{candidate.node.name}: {text} ({room})")
 
 
-def _cpu_reasons(search: _Search) -> None:
+def _cpu_reasons(search: Search) -> None:
     nodes = search.cpu_nodes()
     if not nodes:
         return
     fit = search.sizer.cpu_only(1 << 62)
     for candidate in sorted(nodes, key=lambda c: -c.node.ram_free):
-        ram = _size(candidate.node.ram_free)
-        needs = "" if fit is None else f"needs {_size(fit.host_bytes)} RAM, "
+        ram = size_text(candidate.node.ram_free)
+        needs = "" if fit is None else f"needs {size_text(fit.host_bytes)} RAM, "
         search.reasons.add(CPU_ROOM, f"{candidate.node.name}: CPU only {needs}{ram} free")
 
 
-def _refusal(search: _Search) -> Refusal:
+def refusal_for(search: Search) -> Refusal:
     reasons, request = search.reasons, search.request
     _room_reasons(search)
     if not search.candidates:

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseLocation
 
+from core.access import require_operator
 from inventory.models import Gpu
 from inventory.presenters import memory_load
 from scheduling import actions
@@ -20,7 +21,6 @@ from scheduling.forms import DeploymentForm, joined
 from scheduling.models import Deployment
 from scheduling.placement import Placement
 from scheduling.presenters import placement_data
-from scheduling.views.deployments import require_operator
 
 # Fields the dry run does not need (a name is not chosen yet while trying settings).
 NOT_PREVIEWED = ("served_name", "replicas")
@@ -28,7 +28,7 @@ NOT_PREVIEWED = ("served_name", "replicas")
 
 @require_http_methods(["GET", "POST"])
 def deployment_new(request: HttpRequest) -> HttpResponse:
-    require_operator(request, "create deployments")
+    require_operator(request.user, "create deployments")
     if request.method == "GET":
         return render(request, "scheduling/new.html", {"form": DeploymentForm()})
     form = DeploymentForm(request.POST)
@@ -90,7 +90,7 @@ def placement_bars(placement: Placement) -> dict[str, Any]:
 @require_POST
 def deployment_preview(request: HttpRequest) -> HttpResponse:
     """Where one replica would go with these settings (claims nothing)."""
-    require_operator(request, "create deployments")
+    require_operator(request.user, "create deployments")
     form = DeploymentForm(request.POST)
     form.is_valid()
     errors = _form_errors(form)

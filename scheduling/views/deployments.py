@@ -7,14 +7,14 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseLocation
 
-from inventory.access import can_operate
+from core.access import can_operate, require_operator
 from scheduling import actions
 from scheduling.choices import DesiredState
 from scheduling.forms import ScaleForm, joined
@@ -26,11 +26,6 @@ ACTIONS: dict[str, Callable[[Deployment], Any]] = {
     "stop": lambda d: actions.do_set_desired(d, DesiredState.STOPPED),
     "delete": actions.do_delete_deployment,
 }
-
-
-def require_operator(request: HttpRequest, what: str) -> None:
-    if not can_operate(request.user):
-        raise PermissionDenied(f"Only operators may {what}.")
 
 
 def _deployment_or_404(deployment_id: UUID) -> Deployment:
@@ -67,7 +62,7 @@ def _answer(request: HttpRequest, deployment_id: UUID, message: str = "") -> Htt
 
 @require_POST
 def deployment_action(request: HttpRequest, deployment_id: UUID, action: str) -> HttpResponse:
-    require_operator(request, "start, stop or delete deployments")
+    require_operator(request.user, "start, stop or delete deployments")
     if action not in ACTIONS:
         raise Http404(f"No such action: {action}")
     deployment = _deployment_or_404(deployment_id)
@@ -83,7 +78,7 @@ def deployment_action(request: HttpRequest, deployment_id: UUID, action: str) ->
 
 @require_POST
 def deployment_scale(request: HttpRequest, deployment_id: UUID) -> HttpResponse:
-    require_operator(request, "scale deployments")
+    require_operator(request.user, "scale deployments")
     deployment = _deployment_or_404(deployment_id)
     form = ScaleForm(request.POST)
     if not form.is_valid():

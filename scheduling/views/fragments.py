@@ -14,7 +14,7 @@ from django.db.models import Prefetch, QuerySet
 
 from inventory.models import Gpu
 from inventory.presenters import gpu_row
-from scheduling import backend, evicting
+from scheduling import backend_logs, evicting
 from scheduling.choices import Backend, InstanceState
 from scheduling.models import Deployment, GpuClaim, Instance, InstanceRun
 from scheduling.presenters import estimate_notes, readings_data
@@ -156,7 +156,7 @@ def log_context(instance: Instance, run: InstanceRun | None) -> dict[str, Any]:
     return {
         "instance": instance,
         "run": run,
-        "lines": backend.tail(path, lines=LOG_LINES) if path and readable else [],
+        "lines": backend_logs.tail(path, lines=LOG_LINES) if path and readable else [],
         "readable": readable,
     }
 

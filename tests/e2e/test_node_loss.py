@@ -94,7 +94,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Stack, str]]:
     files.mkdir()
     from gguf import GGMLQuantizationType as Q
 
-    from models_app.gguf.testing import write_tiny_model
+    from devtools.tiny_gguf import write_tiny_model
 
     write_tiny_model(files / "tiny.gguf", n_layer=2, n_embd=64, n_head=4, n_head_kv=2,
                      n_ff=128, n_ctx_train=2048, weight_type=Q.Q8_0)  # fmt: skip

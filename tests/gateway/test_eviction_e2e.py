@@ -25,7 +25,7 @@ from pathlib import Path
 from gguf import GGMLQuantizationType as Q
 from inventory.models import Gpu, Node
 from models_app.catalog import add_path_model
-from models_app.gguf.testing import write_tiny_model
+from devtools.tiny_gguf import write_tiny_model
 from scheduling import actions
 from scheduling.models import Deployment
 from gateway.models import InferenceKey

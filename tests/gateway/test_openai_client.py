@@ -27,7 +27,7 @@ from pathlib import Path
 from gguf import GGMLQuantizationType as Q
 from inventory.models import Node
 from models_app.catalog import add_path_model
-from models_app.gguf.testing import write_tiny_model
+from devtools.tiny_gguf import write_tiny_model
 from scheduling import actions
 from gateway.models import InferenceKey
 node = Node.objects.get(name={node!r})

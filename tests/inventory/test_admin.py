@@ -11,12 +11,11 @@ from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 from django.utils import timezone
 
+from core.units import GIB
 from inventory import models
 from inventory.choices import NodeStatus, Resolution
 from inventory.models import Alert, ApiToken, Gpu, GpuSample, LiveEvent, MaintenanceWindow, Node
 from tests.factories import AlertFactory, MaintenanceWindowFactory
-
-GIB = 1024**3
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import pytest
 
-from inventory.agent import Agent
+from agent.loop import Agent
 from inventory.choices import AlertKind
 from inventory.models import Alert, Gpu, GpuSample, Node
 from inventory.probe import CpuOnlyProbe, SimulatedProbe

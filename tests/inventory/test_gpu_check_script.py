@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from core.units import MIB
 from inventory.probe import GpuInfo, GpuReading, ProbeUnavailable
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
-MIB = 1024**2
 UUID = "GPU-5b1b3f0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 SMI = f"0, {UUID}, NVIDIA H100 80GB HBM3, 81559, 531, 0, 31, 71.52, 570.124.06\n"
 

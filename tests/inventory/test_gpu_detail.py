@@ -8,10 +8,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from core.units import GIB
 from inventory.choices import Resolution
 from inventory.models import GpuSample
-
-GIB = 1024**3
 
 
 def _url(gpu) -> str:

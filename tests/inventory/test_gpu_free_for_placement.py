@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from core.units import GIB
 from inventory.models import Gpu
 from scheduling.models import Deployment, GpuClaim, Instance
 from tests.factories import CatalogModelFactory, GpuFactory
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 

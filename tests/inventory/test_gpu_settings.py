@@ -7,10 +7,9 @@ import re
 import pytest
 from django.urls import reverse
 
+from core.units import GIB, MIB
 from inventory.models import Gpu
 
-GIB = 1024**3
-MIB = 1024**2
 HX = {"HX-Request": "true", "HX-Target": "gpu-settings"}
 
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from agent.loop import Agent
 from inventory import leases
-from inventory.agent import Agent
 from inventory.models import Lease
 from inventory.probe.simulated import SimulatedProbe
 

@@ -14,8 +14,7 @@ from inventory.choices import NodeStatus
 from inventory.models import ApiToken, Gpu, Node
 from tests.factories import GIB, GpuFactory, NodeFactory
 
-URL = reverse("inventory:metrics")
-MIB = 1024**2
+URL = reverse("metrics")
 
 
 @pytest.fixture

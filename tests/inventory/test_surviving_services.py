@@ -11,7 +11,8 @@ import pytest
 from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from inventory import agent, events
+from agent import loop as agent
+from inventory import events
 from inventory.models import LiveEvent
 from models_app import actions as downloads
 from models_app.choices import DownloadState

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from gguf import GGMLQuantizationType as Q
 
-from models_app.estimating import FACTS_CACHE
-from models_app.gguf.testing import write_tiny_model
+from devtools.tiny_gguf import write_tiny_model
+from models_app.estimate_service import FACTS_CACHE
 from tests.transfer.fakehub import FakeHub
 
 

@@ -8,12 +8,12 @@ import json
 import pytest
 from django.test import Client
 
+from core.units import GIB
 from models_app.choices import DownloadState
 from models_app.fetch_guard import REFUSED_MESSAGE
 from models_app.models import CatalogModel
 from tests.factories import CatalogModelFactory, GpuFactory, ModelFileFactory, NodeFactory
 
-GIB = 1024**3
 URL = "/api/v1/models"
 REPO = "acme/tiny-GGUF"
 pytestmark = pytest.mark.django_db
@@ -202,7 +202,7 @@ def test_the_same_model_twice_is_a_409_naming_the_existing_one(operator_client, 
 
 def test_one_model_is_shown_with_its_fits_per_node(viewer_client, gguf_hub):
     from models_app.catalog import add_hf_model
-    from models_app.fitting import node_fits
+    from models_app.fleet_fit import node_fits
 
     model = add_hf_model(REPO, "tiny-Q8_0.gguf")
     NodeFactory(name="empty")  # no GPUs: not listed

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from core.units import GIB
+from devtools.tiny_gguf import write_tiny_model
 from models_app.choices import DownloadState
-from models_app.gguf.testing import write_tiny_model
 from models_app.models import CatalogModel, ModelFile
 from tests.factories import CatalogModelFactory, GpuFactory, ModelFileFactory, NodeFactory
 from tests.transfer.fakehub import FakeHub
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 

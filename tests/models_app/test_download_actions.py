@@ -7,13 +7,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core.units import GIB
 from models_app import actions
 from models_app.actions import DownloadRefused, Progress
 from models_app.choices import DownloadState, SourceKind
 from models_app.models import ModelFile
 from tests.factories import CatalogModelFactory, ModelFileFactory, NodeFactory
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 

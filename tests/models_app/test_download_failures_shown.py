@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from core.units import MIB
 from models_app import actions, tasks
 from models_app.choices import DownloadState, SourceKind
 from models_app.models import ModelFile
@@ -16,7 +17,6 @@ from models_app.transfer import RetryPolicy
 from tests.factories import CatalogModelFactory, ModelFileFactory, NodeFactory
 from tests.transfer.fakehub import FakeHub
 
-MiB = 1024 * 1024
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -104,7 +104,7 @@ def test_a_cancelled_copy_with_stale_figures_shows_no_eta_or_speed(root, operato
 def test_connection_retries_show_retrying_with_reason_and_attempt_then_clear(
     hub, root, operator_client, monkeypatch
 ):
-    data = os.urandom(2 * MiB)
+    data = os.urandom(2 * MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
     hub.faults.fail_times = 2
     hub.faults.fail_status = 503
@@ -138,7 +138,7 @@ def test_connection_retries_show_retrying_with_reason_and_attempt_then_clear(
 
 
 def test_deleting_a_corrupt_download_removes_its_empty_directory(hub, root):
-    data = os.urandom(MiB)
+    data = os.urandom(MIB)
     repo = hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
     hub.faults.corrupt_offset = 1000
     url = f"{hub.url}/acme/tiny-GGUF/resolve/{repo.commit}/t.gguf"

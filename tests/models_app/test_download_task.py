@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from core.units import MIB
 from models_app import actions, tasks
 from models_app.choices import DownloadState, SourceKind
 from models_app.models import ModelFile
 from tests.factories import CatalogModelFactory, ModelFileFactory, NodeFactory
 from tests.transfer.fakehub import FakeHub
 
-MiB = 1024 * 1024
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -52,7 +52,7 @@ def hub_copy(root: Path, repo: str, files: dict[str, bytes], **model_fields) -> 
 
 
 def test_a_queued_download_ends_ready_with_the_hubs_sha256(hub, root):
-    data = os.urandom(3 * MiB)
+    data = os.urandom(3 * MIB)
     hub.add_repo("acme/tiny-GGUF", {"tiny-Q8_0.gguf": data})
     copy = hub_copy(root, "acme/tiny-GGUF", {"tiny-Q8_0.gguf": data})
 
@@ -67,7 +67,7 @@ def test_a_queued_download_ends_ready_with_the_hubs_sha256(hub, root):
 
 
 def test_a_split_model_downloads_every_shard_into_one_copy(hub, root):
-    shards = {f"q8/m-0000{i}-of-00003.gguf": os.urandom(MiB + i) for i in (1, 2, 3)}
+    shards = {f"q8/m-0000{i}-of-00003.gguf": os.urandom(MIB + i) for i in (1, 2, 3)}
     hub.add_repo("acme/split-GGUF", shards)
     copy = hub_copy(root, "acme/split-GGUF", shards)
 
@@ -92,7 +92,7 @@ def test_a_file_missing_on_the_hub_fails_with_the_hubs_reason(hub, root):
 
 
 def test_a_copy_outside_this_nodes_storage_roots_fails_without_writing(hub, root, tmp_path):
-    data = os.urandom(MiB)
+    data = os.urandom(MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
     copy = hub_copy(root, "acme/tiny-GGUF", {"t.gguf": data})
     elsewhere = tmp_path / "elsewhere"
@@ -109,7 +109,7 @@ def test_a_copy_outside_this_nodes_storage_roots_fails_without_writing(hub, root
 
 
 def test_a_symlink_leaving_the_storage_root_is_refused(hub, root, tmp_path):
-    data = os.urandom(MiB)
+    data = os.urandom(MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
     copy = hub_copy(root, "acme/tiny-GGUF", {"t.gguf": data})
     outside = tmp_path / "outside"
@@ -124,7 +124,7 @@ def test_a_symlink_leaving_the_storage_root_is_refused(hub, root, tmp_path):
 
 
 def test_a_url_download_with_the_wrong_sha256_fails_and_deletes_the_partial_file(hub, root):
-    data = os.urandom(MiB)
+    data = os.urandom(MIB)
     repo = hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
     url = f"{hub.url}/acme/tiny-GGUF/resolve/{repo.commit}/t.gguf"
     model = CatalogModelFactory(
@@ -146,7 +146,7 @@ def test_a_url_download_with_the_wrong_sha256_fails_and_deletes_the_partial_file
 
 
 def test_a_second_delivery_of_a_finished_download_does_nothing(hub, root):
-    data = os.urandom(MiB)
+    data = os.urandom(MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
     copy = hub_copy(root, "acme/tiny-GGUF", {"t.gguf": data})
     tasks.download_model_file(str(copy.pk))
@@ -170,14 +170,14 @@ def wait_for(condition, timeout: float = 20) -> None:
 
 
 def test_cancelling_stops_the_transfer_and_a_retry_resumes_from_the_kept_bytes(hub, root):
-    data = os.urandom(8 * MiB)
+    data = os.urandom(8 * MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
-    hub.faults.rate = 4 * MiB
+    hub.faults.rate = 4 * MIB
     copy = hub_copy(root, "acme/tiny-GGUF", {"t.gguf": data})
     partial = Path(copy.path + ".partial")
 
     thread = run_in_thread(copy)
-    wait_for(lambda: partial.exists() and partial.stat().st_size > MiB)
+    wait_for(lambda: partial.exists() and partial.stat().st_size > MIB)
     actions.do_cancel(copy)
     thread.join(timeout=20)
     assert not thread.is_alive()
@@ -197,20 +197,20 @@ def test_cancelling_stops_the_transfer_and_a_retry_resumes_from_the_kept_bytes(h
 
 
 def test_progress_records_bytes_speed_and_eta_while_downloading(hub, root):
-    data = os.urandom(6 * MiB)
+    data = os.urandom(6 * MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
-    hub.faults.rate = 3 * MiB
+    hub.faults.rate = 3 * MIB
     copy = hub_copy(root, "acme/tiny-GGUF", {"t.gguf": data})
 
     thread = run_in_thread(copy)
 
     def progressed() -> bool:
         copy.refresh_from_db()
-        return copy.bytes_done > MiB and copy.speed > 0
+        return copy.bytes_done > MIB and copy.speed > 0
 
     wait_for(progressed)
     assert copy.state == DownloadState.DOWNLOADING
-    assert 0.5 * MiB < copy.speed < 12 * MiB
+    assert 0.5 * MIB < copy.speed < 12 * MIB
     assert copy.eta_seconds is not None and 0 < copy.eta_seconds < 20
     thread.join(timeout=30)
     copy.refresh_from_db()
@@ -218,7 +218,7 @@ def test_progress_records_bytes_speed_and_eta_while_downloading(hub, root):
 
 
 def test_deleting_a_copy_removes_its_files_and_then_its_row(hub, root, sent_events):
-    shards = {f"q8/m-0000{i}-of-00002.gguf": os.urandom(MiB) for i in (1, 2)}
+    shards = {f"q8/m-0000{i}-of-00002.gguf": os.urandom(MIB) for i in (1, 2)}
     hub.add_repo("acme/split-GGUF", shards)
     copy = hub_copy(root, "acme/split-GGUF", shards)
     tasks.download_model_file(str(copy.pk))

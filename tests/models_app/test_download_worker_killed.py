@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from core.units import MIB
 from models_app.transfer import READ_SIZE
 from tests.transfer.fakehub import FakeHub
 
 ROOT = Path(__file__).resolve().parents[2]
-MiB = 1024 * 1024
 NODE = "kill-test"
 pytestmark = pytest.mark.embedded
 
@@ -115,11 +115,11 @@ def wait_until(condition, timeout: float, what: str, log: Path) -> None:
 
 
 def test_a_download_whose_worker_was_killed_resumes_on_a_new_worker(tmp_path):
-    data = os.urandom(24 * MiB)
+    data = os.urandom(24 * MIB)
     log = tmp_path / "workers.log"
     with FakeHub() as hub:
         hub.add_repo("acme/big", {"big.gguf": data})
-        hub.faults.rate = 6 * MiB  # about 4 s for the file: mid-file when killed
+        hub.faults.rate = 6 * MIB  # about 4 s for the file: mid-file when killed
         env = environment(tmp_path, hub)
         manage(env, "migrate", "--noinput", "-v0")
         script = STAGE.format(root=str(tmp_path / "models"), node=NODE, size=len(data))
@@ -128,7 +128,7 @@ def test_a_download_whose_worker_was_killed_resumes_on_a_new_worker(tmp_path):
 
         first = start_worker(env, log)
         try:
-            wait_until(lambda: row(tmp_path, copy_id)[1] >= 4 * MiB, 60, "no progress", log)
+            wait_until(lambda: row(tmp_path, copy_id)[1] >= 4 * MIB, 60, "no progress", log)
             # Let the worker read what the kernel's socket buffers hold (megabytes on a
             # busy machine): what it then loses is only what it had read but not written.
             hub.faults.hold.set()

@@ -10,12 +10,12 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from core.units import GIB
 from models_app import actions
 from models_app.choices import DownloadState
 from models_app.models import ModelFile
 from tests.factories import CatalogModelFactory, ModelFileFactory, NodeFactory
 
-GIB = 1024**3
 DOWNLOAD = "/api/v1/models/download"
 DOWNLOADS = "/api/v1/models/downloads"
 MISSING = "00000000-0000-0000-0000-000000000000"

@@ -6,11 +6,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from core.units import GIB
 from models_app.choices import DownloadState
 from models_app.models import ModelFile
 from tests.factories import CatalogModelFactory, ModelFileFactory, NodeFactory
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 

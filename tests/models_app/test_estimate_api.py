@@ -7,12 +7,12 @@ import json
 import pytest
 from django.test import Client
 
+from core.units import GIB
 from inventory.models import ApiToken
 from models_app.fetch_guard import REFUSED_MESSAGE
 from tests.factories import GpuFactory, NodeFactory
 from tests.gguf.http_server import serve_files
 
-GIB = 1024**3
 URL = "/api/v1/estimate"
 
 

@@ -8,10 +8,10 @@ import re
 import pytest
 from django.test import Client
 
+from core.units import GIB
 from tests.factories import GpuFactory, NodeFactory
 from tests.gguf.http_server import serve_files
 
-GIB = 1024**3
 PAGE = "/models/estimate/"
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

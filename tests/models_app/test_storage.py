@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from core.units import GIB
 from models_app.choices import DownloadState
 from models_app.storage import node_storage
 from tests.factories import ModelFileFactory, NodeFactory
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 

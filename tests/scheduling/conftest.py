@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from core.units import GIB
+from devtools.tiny_gguf import write_tiny_model
 from models_app.gguf import load_model_facts
-from models_app.gguf.testing import write_tiny_model
 from tests.factories import CatalogModelFactory, GpuFactory, NodeFactory
-
-GIB = 1024**3
 
 
 @pytest.fixture(scope="session")

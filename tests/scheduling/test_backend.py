@@ -23,9 +23,9 @@ import httpx
 import psutil
 import pytest
 
-from models_app.estimator.harness import MIB
-from models_app.gguf.testing import write_tiny_model
-from scheduling import backend, ports
+from core.units import MIB
+from devtools.tiny_gguf import write_tiny_model
+from scheduling import backend, backend_logs, ports
 from scheduling.backend import Launched, LaunchSpec
 
 needs_llama = pytest.mark.skipif(
@@ -92,7 +92,7 @@ def _launcher(tiny_model: Path, root: Path) -> Iterator[Launcher]:
         launched = backend.launch(spec)
         started.append((spec, launched))
         alive = lambda: backend.is_running(launched.server_pid, spec.instance_id)  # noqa: E731
-        assert backend.wait_ready(spec.host, port, WAIT, alive), backend.tail(spec.log_path)
+        assert backend.wait_ready(spec.host, port, WAIT, alive), backend_logs.tail(spec.log_path)
         return spec, launched
 
     try:
@@ -162,7 +162,9 @@ def test_the_measured_memory_of_a_cpu_backend_is_on_the_cpu(
 ) -> None:
     _, launched = running
 
-    sizes = backend.measured_memory(backend.read_log(launched.log_path, launched.log_offset))
+    sizes = backend_logs.measured_memory(
+        backend_logs.read_log(launched.log_path, launched.log_offset)
+    )
 
     assert set(sizes) == {"CPU"}
     assert sizes["CPU"] > 0
@@ -234,7 +236,7 @@ def test_stop_ends_runner_and_server_records_the_exit_and_can_be_repeated(
     assert status.signal in (None, "SIGTERM")  # uvicorn re-raises the signal after shutdown
     assert not backend.is_running(launched.runner_pid, spec.instance_id)
     assert not backend.is_running(launched.server_pid, spec.instance_id)
-    assert "Shutting down" in "\n".join(backend.tail(spec.log_path))
+    assert "Shutting down" in "\n".join(backend_logs.tail(spec.log_path))
     backend.stop(launched.runner_pid, launched.server_pid, timeout=10)  # already gone
     backend.stop(launched.runner_pid, launched.server_pid, 10, spec.instance_id)
     assert _zombie_children() == []
@@ -445,12 +447,12 @@ sched_reserve: graph splits = 3
 def test_measured_memory_sums_each_device_and_puts_host_buffers_on_the_cpu() -> None:
     mib = lambda *figures: sum(round(figure * MIB) for figure in figures)  # noqa: E731
 
-    assert backend.measured_memory(CUDA_LOG) == {
+    assert backend_logs.measured_memory(CUDA_LOG) == {
         "CUDA0": mib(2200.52, 544.00, 560.01),
         "CUDA1": mib(1918.25, 480.00, 592.02),
         "CPU": mib(281.81, 0.49, 72.02),
     }
-    assert backend.measured_memory("no buffers here") == {}
+    assert backend_logs.measured_memory("no buffers here") == {}
 
 
 @pytest.mark.parametrize(
@@ -470,7 +472,7 @@ def test_measured_memory_sums_each_device_and_puts_host_buffers_on_the_cpu() -> 
     ],
 )
 def test_each_buffer_type_maps_to_the_device_holding_it(buffer: str, device: str) -> None:
-    assert backend.device_of(buffer) == device
+    assert backend_logs.device_of(buffer) == device
 
 
 def test_read_exit_is_none_before_the_backend_ended(tmp_path: Path) -> None:
@@ -500,11 +502,11 @@ def test_tail_reads_only_the_end_of_a_long_log(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     log.write_text("".join(f"line {i}\n" for i in range(100_000)))
 
-    assert backend.tail(log, lines=3) == ["line 99997", "line 99998", "line 99999"]
-    short = backend.tail(log, lines=10_000, max_bytes=1000)
+    assert backend_logs.tail(log, lines=3) == ["line 99997", "line 99998", "line 99999"]
+    short = backend_logs.tail(log, lines=10_000, max_bytes=1000)
     assert 0 < len(short) < 100
     assert all(line.startswith("line ") and line[5:].isdigit() for line in short)
-    assert backend.tail(tmp_path / "missing.log") == []
+    assert backend_logs.tail(tmp_path / "missing.log") == []
 
 
 def test_free_port_skips_taken_and_bound_ports() -> None:

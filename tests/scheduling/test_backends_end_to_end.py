@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from core.units import GIB
 from models_app.choices import SourceKind
 from models_app.gguf import load_model_facts
-from scheduling import actions, backend, lifecycle, placing, ports, tasks
+from scheduling import actions, backend, lifecycle, placement_pass, ports, tasks
 from scheduling.choices import InstanceState
 from scheduling.models import Deployment, Instance
 from scheduling.supervisor import Supervisor
@@ -26,7 +27,6 @@ from tests.conftest import skip_or_fail
 from tests.factories import CatalogModelFactory, GpuFactory, NodeFactory
 from tests.scheduling.conftest import tiny_model_file
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 S = InstanceState
 
@@ -151,7 +151,7 @@ def test_a_backend_killed_with_sigkill_fails_and_is_restarted(
     time.sleep(0.1)  # the backoff (0.05 s)
     with django_capture_on_commit_callbacks(execute=True):
         lifecycle.do_requeue_failed()
-        placing.do_place_pending()
+        placement_pass.do_place_pending()
     instance = _start(Instance.objects.get(pk=instance.pk))
     assert instance.restart_count == 1 and instance.runs.count() == 2
     assert isinstance(_complete(instance.port), str)

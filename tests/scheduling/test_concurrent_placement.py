@@ -8,6 +8,7 @@ import threading
 import pytest
 from django.db import connection, connections
 
+from core.units import GIB
 from models_app.choices import DownloadState
 from scheduling import actions
 from scheduling.choices import InstanceState
@@ -15,7 +16,6 @@ from scheduling.models import GpuClaim, Instance
 from tests.conftest import skip_or_fail
 from tests.factories import GpuFactory, ModelFileFactory, NodeFactory
 
-GIB = 1024**3
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 

@@ -6,13 +6,13 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from core.units import GIB
 from models_app.choices import DownloadState
-from scheduling import actions, lifecycle, placing
+from scheduling import actions, lifecycle, placement_pass, preparing
 from scheduling.choices import DesiredState, InstanceState
 from scheduling.models import Deployment, GpuClaim, Instance
 from tests.factories import ModelFileFactory
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 
@@ -57,7 +57,7 @@ def test_a_ready_file_moves_the_waiting_instance_to_start(
     copy.state = DownloadState.READY
     copy.save()
     with django_capture_on_commit_callbacks(execute=True):
-        assert actions.do_check_waiting(instance.node) == 1
+        assert preparing.do_check_waiting(instance.node) == 1
     instance.refresh_from_db()
     assert instance.state == InstanceState.SCHEDULED
     assert queued[-1] == (lifecycle.START_TASK, (str(instance.pk),), instance.node.name)
@@ -71,7 +71,7 @@ def test_a_failed_download_sends_the_instance_back_with_the_reason(
     instance.model_file.state = DownloadState.FAILED
     instance.model_file.error = "404 Not Found"
     instance.model_file.save()
-    actions.do_check_waiting(instance.node)
+    preparing.do_check_waiting(instance.node)
     instance.refresh_from_db()
     assert instance.state == InstanceState.PENDING
     assert "404 Not Found" in instance.reason
@@ -211,7 +211,7 @@ def test_a_failed_instance_is_restarted_after_a_growing_backoff(
         assert not instance.claims.exists()
         assert lifecycle.do_requeue_failed(now=instance.next_attempt_at) == 1
         with django_capture_on_commit_callbacks(execute=True):
-            placing.do_place_pending()
+            placement_pass.do_place_pending()
         instance.refresh_from_db()
         assert instance.state == InstanceState.SCHEDULED
     assert delays == [2, 4, 5]

@@ -9,6 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from core.units import GIB
 from inventory.choices import NodeStatus
 from models_app.choices import DownloadState
 from scheduling import actions
@@ -16,7 +17,6 @@ from scheduling.choices import DesiredState, InstanceState
 from scheduling.models import Deployment, Instance, InstanceRun
 from tests.factories import CatalogModelFactory, ModelFileFactory
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 

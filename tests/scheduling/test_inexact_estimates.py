@@ -11,14 +11,14 @@ from django.conf import settings as django_settings
 from django.test import Client
 from django.urls import reverse
 
+from core.units import GIB, MIB
+from devtools.tiny_gguf import write_tiny_model
 from models_app.choices import DownloadState
 from models_app.gguf import load_model_facts
-from models_app.gguf.testing import write_tiny_model
 from scheduling import fleet as fleet_module
 from scheduling.models import Deployment
 from tests.factories import CatalogModelFactory, ModelFileFactory
 
-GIB, MIB = 1024**3, 1024**2
 URL = "/api/v1/deployments"
 CAVEAT = "upper bound: &#x27;mistral3&#x27; has no exact graph"
 pytestmark = pytest.mark.django_db

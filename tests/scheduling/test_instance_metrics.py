@@ -15,7 +15,7 @@ from scheduling.choices import InstanceState
 from scheduling.models import Instance
 
 pytestmark = pytest.mark.django_db
-URL = reverse("inventory:metrics")
+URL = reverse("metrics")
 READINGS = {
     "slots": 4, "busy": 3, "deferred": 2, "tokens_per_second": 41.5,
     "prompt_tokens_per_second": 300.0, "kv_used": 0.375, "tokens_total": 900,

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.units import GIB
 from models_app.choices import SourceKind
 from models_app.gguf import load_model_facts
 from models_app.models import CatalogModel
@@ -21,7 +22,6 @@ from tests.conftest import skip_or_fail
 from tests.factories import CatalogModelFactory, GpuFactory, NodeFactory
 from tests.scheduling.conftest import embedding_model_file, tiny_model_file
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 NAMES = ("embed", "chat-a", "chat-b")
 

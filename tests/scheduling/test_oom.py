@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.units import GIB
 from inventory.choices import AlertKind
 from inventory.models import Alert
 from inventory.presenters import gpu_row
@@ -11,7 +12,6 @@ from scheduling import oom
 from scheduling.models import Deployment, GpuClaim, Instance
 from tests.factories import CatalogModelFactory, GpuFactory, NodeFactory
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 

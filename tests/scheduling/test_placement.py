@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from core.units import GIB, MIB
 from scheduling.placement import (
     MULTI_CALLS,
     PARTIAL_TRIES,
@@ -25,9 +26,6 @@ from scheduling.placement import (
     Request,
     place,
 )
-
-GIB = 1 << 30
-MIB = 1 << 20
 
 
 @dataclass

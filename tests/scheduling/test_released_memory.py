@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core.units import GIB
 from inventory.probe.base import GpuReading, ProcessUsage
 from inventory.telemetry import record_readings
 from scheduling import lifecycle
@@ -16,7 +17,6 @@ from scheduling.fleet import gpu_view
 from scheduling.models import Deployment, GpuClaim, Instance
 from tests.factories import CatalogModelFactory, GpuFactory, NodeFactory
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 

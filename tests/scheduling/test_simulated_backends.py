@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from inventory.agent import Agent
+from agent.loop import Agent
+from core.units import GIB
 from inventory.probe import SimulatedProbe
 from scheduling.models import Deployment, GpuClaim, Instance
 from tests.factories import CatalogModelFactory
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 

@@ -170,7 +170,7 @@ def test_the_agent_reads_every_two_seconds(fleet, monkeypatch):
     calls: list[float] = []
     for name in ("adopt", "check_processes", "refresh_measurements", "stop_strays"):
         monkeypatch.setattr(supervisor, name, lambda *args, **kwargs: None)
-    monkeypatch.setattr(supervisor.actions, "do_check_waiting", lambda node: None)
+    monkeypatch.setattr(supervisor.preparing, "do_check_waiting", lambda node: None)
     monkeypatch.setattr(supervisor.oom, "check_node", lambda node: None)
     monkeypatch.setattr(
         supervisor, "take_readings", lambda node, previous: calls.append(1.0) or previous

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from models_app.gguf.testing import write_tiny_model
+from core.units import MIB
+from devtools.tiny_gguf import write_tiny_model
 from models_app.transfer import DownloadOptions, HfFile, RetryPolicy
 from tests.transfer.fakehub import FakeHub
 
 REPO = "acme/tiny-GGUF"
-MiB = 1024 * 1024
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +38,7 @@ def hub() -> Iterator[FakeHub]:
 @pytest.fixture(scope="session")
 def payload() -> bytes:
     """A few MiB of random bytes: big enough for several chunks and batches."""
-    return os.urandom(6 * MiB + 12345)
+    return os.urandom(6 * MIB + 12345)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from core.units import MIB
 from models_app.transfer import (
     Cancelled,
     DownloadOptions,
@@ -25,7 +26,7 @@ from models_app.transfer import (
     download_remote,
     download_url,
 )
-from tests.transfer.conftest import MiB, hf
+from tests.transfer.conftest import hf
 
 
 def cdn_gets(hub):
@@ -45,13 +46,13 @@ def test_it_downloads_and_verifies_a_file(hub, repo, payload, options, tmp_path)
 def test_it_resumes_after_a_dropped_connection_with_a_range_request(
     hub, repo, payload, options, sleeps, tmp_path
 ):
-    hub.faults.drop_after = 2 * MiB + 5
+    hub.faults.drop_after = 2 * MIB + 5
 
     result = download_hf_file(hf(hub, "tiny-Q8_0.gguf"), tmp_path / "m.gguf", options)
 
     first, second = cdn_gets(hub)
-    assert first.body_bytes == 2 * MiB + 5 and first.range_start is None
-    assert second.status == 206 and second.range_start == 2 * MiB + 5
+    assert first.body_bytes == 2 * MIB + 5 and first.range_start is None
+    assert second.status == 206 and second.range_start == 2 * MIB + 5
     assert second.headers["if-range"] == repo.files["tiny-Q8_0.gguf"].cdn_etag
     assert result.sha256 == hashlib.sha256(payload).hexdigest()
     assert (tmp_path / "m.gguf").read_bytes() == payload
@@ -59,7 +60,7 @@ def test_it_resumes_after_a_dropped_connection_with_a_range_request(
 
 
 def test_a_retry_resolves_again_for_a_fresh_cdn_url(hub, repo, payload, options, tmp_path):
-    hub.faults.drop_after = MiB
+    hub.faults.drop_after = MIB
 
     def drop_and_expire(*_):
         hub.expire_cdn_urls()  # the first signed URL no longer works
@@ -74,13 +75,13 @@ def test_a_retry_resolves_again_for_a_fresh_cdn_url(hub, repo, payload, options,
 
 
 def test_it_resumes_from_a_partial_file_left_on_disk(hub, repo, payload, options, tmp_path):
-    (tmp_path / "m.gguf.partial").write_bytes(payload[: 3 * MiB])
+    (tmp_path / "m.gguf.partial").write_bytes(payload[: 3 * MIB])
 
     result = download_hf_file(hf(hub, "tiny-Q8_0.gguf"), tmp_path / "m.gguf", options)
 
     (get,) = cdn_gets(hub)
-    assert get.range_start == 3 * MiB and get.body_bytes == len(payload) - 3 * MiB
-    assert result.resumed_from == 3 * MiB
+    assert get.range_start == 3 * MIB and get.body_bytes == len(payload) - 3 * MIB
+    assert result.resumed_from == 3 * MIB
     assert result.sha256 == hashlib.sha256(payload).hexdigest()  # prefix re-hashed from disk
     assert (tmp_path / "m.gguf").read_bytes() == payload
 
@@ -122,13 +123,13 @@ def test_a_partial_file_of_another_version_is_discarded(hub, repo, payload, opti
 
 
 def test_it_starts_over_when_the_server_ignores_range(hub, repo, payload, options, tmp_path):
-    (tmp_path / "m.gguf.partial").write_bytes(b"\0" * (2 * MiB))  # wrong bytes: must not stay
+    (tmp_path / "m.gguf.partial").write_bytes(b"\0" * (2 * MIB))  # wrong bytes: must not stay
     hub.faults.ignore_range = True
 
     result = download_hf_file(hf(hub, "tiny-Q8_0.gguf"), tmp_path / "m.gguf", options)
 
     (get,) = cdn_gets(hub)
-    assert get.range_start == 2 * MiB and get.status == 200
+    assert get.range_start == 2 * MIB and get.status == 200
     assert result.sha256 == hashlib.sha256(payload).hexdigest()
     assert (tmp_path / "m.gguf").read_bytes() == payload
 
@@ -136,13 +137,13 @@ def test_it_starts_over_when_the_server_ignores_range(hub, repo, payload, option
 def test_a_206_for_another_range_than_asked_starts_the_file_over(
     hub, repo, payload, options, sleeps, tmp_path
 ):
-    (tmp_path / "m.gguf.partial").write_bytes(payload[: 2 * MiB])
+    (tmp_path / "m.gguf.partial").write_bytes(payload[: 2 * MIB])
     hub.faults.range_shift = 1000
 
     download_hf_file(hf(hub, "tiny-Q8_0.gguf"), tmp_path / "m.gguf", options)
 
     shifted, fresh = cdn_gets(hub)
-    assert shifted.range_start == 2 * MiB and shifted.status == 206
+    assert shifted.range_start == 2 * MIB and shifted.status == 206
     assert fresh.range_start is None and fresh.status == 200
     assert sleeps == [1.0]
     assert (tmp_path / "m.gguf").read_bytes() == payload
@@ -156,7 +157,7 @@ def test_it_starts_over_when_the_file_changed_since_the_partial_was_written(
     hub.put_file(repo.repo_id, "tiny-Q8_0.gguf", new)
     blob = repo.files["tiny-Q8_0.gguf"]
     url = resolve_cdn_url(hub, repo)
-    (tmp_path / "m.gguf.partial").write_bytes(payload[:MiB])
+    (tmp_path / "m.gguf.partial").write_bytes(payload[:MIB])
     (tmp_path / "m.gguf.partial.json").write_text(json.dumps({"etag": '"cdn-old"'}))
 
     result = download_remote(RemoteFile(url, "test"), tmp_path / "m.gguf", options)
@@ -203,7 +204,7 @@ def test_it_gives_up_after_the_allowed_attempts(hub, repo, options, sleeps, tmp_
 
 
 def test_drops_that_make_progress_do_not_use_up_the_attempts(hub, repo, payload, options, tmp_path):
-    hub.faults.drop_after, hub.faults.drops = MiB, 5  # more drops than attempts (4)
+    hub.faults.drop_after, hub.faults.drops = MIB, 5  # more drops than attempts (4)
 
     download_hf_file(hf(hub, "tiny-Q8_0.gguf"), tmp_path / "m.gguf", options)
 
@@ -235,7 +236,7 @@ def test_it_gives_up_at_once_on_a_url_that_is_not_found(hub, options, sleeps, tm
 def test_wrong_bytes_fail_verification_and_delete_the_partial_file(
     hub, repo, payload, options, tmp_path
 ):
-    hub.faults.corrupt_offset = 4 * MiB + 1
+    hub.faults.corrupt_offset = 4 * MIB + 1
     expected = hashlib.sha256(payload).hexdigest()
 
     with pytest.raises(VerificationFailed, match=f"sha256 mismatch: expected {expected}, got "):
@@ -264,12 +265,12 @@ def test_a_range_the_server_cannot_satisfy_is_a_clear_error(hub, repo, payload, 
 def test_cancelling_keeps_a_partial_file_that_a_later_call_resumes(
     hub, repo, payload, options, tmp_path
 ) -> None:
-    hub.faults.rate = 8 * MiB  # slow enough to be mid-file when cancelled
+    hub.faults.rate = 8 * MIB  # slow enough to be mid-file when cancelled
     progress: list[int] = []
     cancelling = replace(
         options,
         progress=lambda done, total: progress.append(done),
-        should_stop=lambda: bool(progress) and progress[-1] >= 2 * MiB,
+        should_stop=lambda: bool(progress) and progress[-1] >= 2 * MIB,
         progress_interval=0.0,
     )
 
@@ -277,7 +278,7 @@ def test_cancelling_keeps_a_partial_file_that_a_later_call_resumes(
         download_hf_file(hf(hub, "tiny-Q8_0.gguf"), tmp_path / "m.gguf", cancelling)
 
     kept = (tmp_path / "m.gguf.partial").stat().st_size
-    assert 2 * MiB <= kept < len(payload)
+    assert 2 * MIB <= kept < len(payload)
     hub.faults.rate = None
     result = download_hf_file(hf(hub, "tiny-Q8_0.gguf"), tmp_path / "m.gguf", options)
     assert result.resumed_from == kept and cdn_gets(hub)[-1].range_start == kept
@@ -285,7 +286,7 @@ def test_cancelling_keeps_a_partial_file_that_a_later_call_resumes(
 
 
 def test_progress_rises_to_the_total_at_most_twice_a_second(hub, repo, payload, tmp_path) -> None:
-    hub.faults.rate = 4 * MiB  # about 1.5 s for the file
+    hub.faults.rate = 4 * MIB  # about 1.5 s for the file
     calls: list[tuple[float, int, int | None]] = []
 
     def record(done: int, total: int | None) -> None:
@@ -309,8 +310,8 @@ def test_a_file_that_does_not_fit_is_refused_before_downloading(
 ):
     import shutil
 
-    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, MiB))
-    space = replace(options, space_margin=MiB)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, MIB))
+    space = replace(options, space_margin=MIB)
 
     with pytest.raises(InsufficientSpace, match=r"has 1.0 MiB free; the download needs 6.0 MiB"):
         download_hf_file(hf(hub, "tiny-Q8_0.gguf"), tmp_path / "m.gguf", space)

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from devtools.tiny_gguf import write_tiny_model
 from models_app.gguf import GGUFRemoteError, GGUFTooShortError, HttpRangeSource, parse_model
 from models_app.gguf.remote import header_retry_policy
-from models_app.gguf.testing import write_tiny_model
 from models_app.transfer import RetryPolicy, resolve_hf_file
 from models_app.transfer.sources import HfFile
 from tests.transfer.conftest import Sleeps

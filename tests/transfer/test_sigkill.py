@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from core.units import MIB
 from models_app.transfer import READ_SIZE
-from tests.transfer.conftest import MiB
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,18 +59,18 @@ def wait_for_size(
 
 
 def test_a_download_killed_with_sigkill_resumes_with_a_range_request(hub, tmp_path):
-    data = os.urandom(24 * MiB)
+    data = os.urandom(24 * MIB)
     hub.add_repo("acme/big", {"big.gguf": data})
-    hub.faults.rate = 8 * MiB  # about 3 s for the file: mid-file when killed
+    hub.faults.rate = 8 * MIB  # about 3 s for the file: mid-file when killed
     dest = tmp_path / "big.gguf"
     partial = dest.with_name("big.gguf.partial")
 
     first = start_download(hub, dest)
-    wait_for_size(partial, 4 * MiB, first)
+    wait_for_size(partial, 4 * MIB, first)
     first.send_signal(signal.SIGKILL)
     first.wait()
     kept = partial.stat().st_size
-    assert first.returncode == -signal.SIGKILL and 4 * MiB <= kept < len(data)
+    assert first.returncode == -signal.SIGKILL and 4 * MIB <= kept < len(data)
 
     hub.faults.rate = None
     second = start_download(hub, dest)

@@ -15,12 +15,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 from django.utils import timezone
 
+from core.units import MIB
 from inventory.choices import NodeStatus
 from inventory.history import format_duration
 from inventory.models import Gpu, Node
 from inventory.presenters import gpu_row, gpu_state
 
-MIB = 1024**2
 NAME_WIDTH = 26
 NO_NODES = (
     "No nodes are registered yet. Start an agent on each GPU machine "

@@ -17,6 +17,12 @@ estimate itself, without the margin, so they are what an instance claims.
 ``host_extra_bytes`` is host memory the backend takes beside llama.cpp's buffers
 (llama-server's prompt cache, ``--cache-ram``): added to every host figure.
 
+``learning`` (``models_app.learning.Learning``, optional): what running instances
+measured for this model file; every estimate the sizer answers from carries it (the
+figures learned replace the computed ones), and ``learned`` names them for the
+placement reasons. The search for the most layers on several GPUs runs on computed
+figures; its answer is then learned and checked again.
+
 Split mode ``none`` keeps the model on one GPU, so ``on_gpus`` and ``partial``
 answer None for several GPUs then. Everything runs on a ``ModelShape`` prepared
 once (``prepare`` in ``__init__``).
@@ -24,9 +30,11 @@ once (``prepare`` in ``__init__``).
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from models_app.estimator import (
     Estimate,
@@ -42,6 +50,10 @@ from models_app.estimator.planner import budget_split, largest
 from models_app.gguf import ModelFacts
 from scheduling.placement import Fit
 
+if TYPE_CHECKING:
+    from models_app.learning import Learning
+
+logger = logging.getLogger("gpufleet.scheduling")
 UNLIMITED = 1 << 60  # free bytes of the imaginary GPU the one-GPU figures are found on
 MEMO_SIZE = 512  # answers for several GPUs kept, by their free sizes
 
@@ -69,14 +81,40 @@ class EstimatorSizer:
         settings: RunSettings,
         margin_bytes: int = 0,
         host_extra_bytes: int = 0,
+        learning: Learning | None = None,
     ) -> None:
         self.shape = model if isinstance(model, ModelShape) else prepare(model)
+        self.learning = learning
+        self.learned: dict[str, None] = {}  # what learned figures the answers used (ordered)
         self.settings = replace(settings, n_gpu_layers=-1, tensor_split=None, main_gpu=0)
         self.margin_bytes = margin_bytes
         self.host_extra_bytes = host_extra_bytes
         self._one: dict[int, tuple[int, int]] = {}  # layers offloaded -> (GPU, host) bytes
         self._memo: OrderedDict[tuple[str, tuple[int, ...]], Fit | None] = OrderedDict()
         self._cpu: int | None = None
+
+    def _estimate(self, settings: RunSettings, gpus: Sequence[GpuDevice]) -> Estimate:
+        """The estimate, with what measurements teach (``learning``) in place."""
+        return self._learn(estimate(self.shape, settings, gpus), settings)
+
+    def _learn(self, result: Estimate, settings: RunSettings) -> Estimate:
+        if not self.learning:
+            return result
+        try:
+            result, figures = self.learning.apply(result, settings)
+        except Exception:  # learning must never cost a placement: computed figures
+            logger.exception("applying the memory measurements failed")
+            return result
+        for figure in figures:
+            self.learned[f"{figure.label} learned from {figure.source} ({figure.how})"] = None
+        return result
+
+    @property
+    def learned_note(self) -> str:
+        """The placement reasons' note on learned figures ("" when none were used)."""
+        if not self.learned:
+            return ""
+        return "memory: " + "; ".join(self.learned)
 
     def _splittable(self, free: Sequence[int]) -> bool:
         return (
@@ -89,7 +127,7 @@ class EstimatorSizer:
         """GPU and host bytes with ``n_gpu_layers`` (of n_layer + 1) on one GPU."""
         if n_gpu_layers not in self._one:
             settings = replace(self.settings, n_gpu_layers=n_gpu_layers)
-            result = estimate(self.shape, settings, _devices([UNLIMITED]))
+            result = self._estimate(settings, _devices([UNLIMITED]))
             host = result.cpu.total + self.host_extra_bytes
             self._one[n_gpu_layers] = (_gpu_totals(result)[0], host)
         return self._one[n_gpu_layers]
@@ -119,7 +157,7 @@ class EstimatorSizer:
     def _on_several(self, free: Sequence[int]) -> Fit | None:
         gpus = _devices(free)
         split = budget_split(gpus, self.settings, self.margin_bytes)
-        result = estimate(self.shape, replace(self.settings, tensor_split=split), gpus)
+        result = self._estimate(replace(self.settings, tensor_split=split), gpus)
         if not result.fits(self.margin_bytes):
             return None
         return Fit(_gpu_totals(result), result.cpu.total + self.host_extra_bytes, -1, split)
@@ -147,12 +185,17 @@ class EstimatorSizer:
         plan = max_gpu_layers(self.shape, self.settings, _devices(free), self.margin_bytes)
         if not plan.fits or plan.n_gpu_layers == 0:
             return None
-        totals = _gpu_totals(plan.estimate)
-        host = plan.estimate.cpu.total + self.host_extra_bytes
-        return Fit(totals, host, plan.n_gpu_layers, plan.tensor_split)
+        found = replace(
+            self.settings, n_gpu_layers=plan.n_gpu_layers, tensor_split=plan.tensor_split
+        )
+        result = self._learn(plan.estimate, found)
+        if not result.fits(self.margin_bytes):
+            return None  # what was learned does not fit: refused rather than under-promised
+        host = result.cpu.total + self.host_extra_bytes
+        return Fit(_gpu_totals(result), host, plan.n_gpu_layers, plan.tensor_split)
 
     def cpu_only(self, host_free: int) -> Fit | None:
         if self._cpu is None:
-            cpu = estimate(self.shape, replace(self.settings, n_gpu_layers=0), ()).cpu.total
+            cpu = self._estimate(replace(self.settings, n_gpu_layers=0), ()).cpu.total
             self._cpu = cpu + self.host_extra_bytes
         return Fit((), self._cpu, 0, None) if self._cpu <= host_free else None

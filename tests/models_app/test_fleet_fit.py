@@ -1,16 +1,16 @@
-"""Which GPUs could hold a catalog model (``models_app.fitting.node_fits``): judged by
+"""Which GPUs could hold a catalog model (``models_app.fleet_fit.node_fits``): judged by
 each GPU's free-for-placement memory, alone or all of a node's together."""
 
 from __future__ import annotations
 
 import pytest
 
-from models_app.fitting import NodeFit, node_fits
+from core.units import GIB
+from devtools.tiny_gguf import write_tiny_model
+from models_app.fleet_fit import NodeFit, node_fits
 from models_app.gguf import load_model_facts
-from models_app.gguf.testing import write_tiny_model
 from tests.factories import CatalogModelFactory, GpuFactory, NodeFactory
 
-GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 

@@ -19,12 +19,12 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from scheduling import events, evicting
+from scheduling import events, evicting, preparing
 from scheduling.choices import InstanceState
 from scheduling.fleet import Fleet, request_for, run_settings, sizer_for
 from scheduling.models import Deployment, GpuClaim, Instance
 from scheduling.placement import Memo, Placement, Refusal, place
-from scheduling.sizing import EstimatorSizer
+from scheduling.placement_sizer import EstimatorSizer
 
 logger = logging.getLogger("gpufleet.scheduling")
 _LOCK_KEY = 0x6770_7566  # "gpuf"
@@ -125,7 +125,7 @@ def _place_one(
     if isinstance(outcome, Refusal):
         nodes = fleet.for_deployment(deployment)
         waiting = evicting.try_eviction(instance, nodes, request, sizers[key])
-        if _refusal_reason(instance, outcome, waiting):
+        if _refusal_reason(instance, outcome, waiting, sizers[key].learned_note):
             writes.refused.append(instance)
         return outcome
     writes.claims.extend(stage_placement(instance, outcome))
@@ -139,15 +139,20 @@ def sizer_key(deployment: Deployment) -> str:
     return f"{deployment.model_id}:{run_settings(deployment)!r}:{deployment.cache_ram}"
 
 
-def _refusal_reason(instance: Instance, refusal: Refusal, waiting: str | None = None) -> bool:
+def _refusal_reason(
+    instance: Instance, refusal: Refusal, waiting: str | None = None, learned: str = ""
+) -> bool:
     """Set the instance's reason from a refusal (or from what it waits for: an
-    eviction under way); True when it changed."""
+    eviction under way), saying which figures were learned rather than computed
+    (``learned``: the sizer's note); True when it changed."""
     lines = list(refusal.reasons[:MAX_REASONS_SHOWN])
     if len(refusal.reasons) > MAX_REASONS_SHOWN:
         lines.append(f"… and {len(refusal.reasons) - MAX_REASONS_SHOWN} more")
     reason = "No room for it: " + "; ".join(lines) if lines else "No node can take it."
     if waiting:
         reason = f"{WAITING_PREFIX}{waiting}"
+    if learned:
+        reason = f"{reason} ({learned})"
     changed = reason != instance.reason
     instance.reason = reason
     return changed
@@ -174,9 +179,7 @@ def stage_placement(instance: Instance, placement: Placement) -> list[GpuClaim]:
 
 
 def _after_placed(instance: Instance) -> None:
-    from scheduling.actions import do_prepare_start
-
-    do_prepare_start(instance.pk)
+    preparing.do_prepare_start(instance.pk)
 
 
 def preview(

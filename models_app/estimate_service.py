@@ -11,6 +11,7 @@ every change of a setting reads a remote header once, not on every keystroke.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -27,11 +28,13 @@ from huggingface_hub.utils import validate_repo_id
 
 from inventory.devices import device_order, selection_problems
 from inventory.models import Gpu
+from models_app import learning
 from models_app.estimator import (
     COMPONENTS,
     Estimate,
     EstimatorError,
     GpuDevice,
+    ModelShape,
     Plan,
     RunSettings,
     estimate,
@@ -43,8 +46,9 @@ from models_app.estimator.explain import ranges
 from models_app.fetch_guard import FetchRefused, check_url
 from models_app.gguf import GGUFError, ModelFacts, load_model_facts, shard_locations
 from models_app.transfer import UnsafePath, resolve_inside_any
-from models_app.transfer.sources import hub_endpoint as transfer_hub_endpoint
+from models_app.transfer.sources import hub_endpoint
 
+logger = logging.getLogger("gpufleet.estimating")
 FACTS_CACHE_SIZE = 32
 REMOTE_FACTS_TTL = 600.0  # seconds a remote header is trusted before it is read again
 
@@ -111,11 +115,6 @@ HF_PREFIX = "hf://"
 _HF_WEB = re.compile(
     r"^https://huggingface\.co/(?P<repo>[^/]+/[^/]+)/(?:blob|resolve)/(?P<rev>[^/]+)/(?P<file>.+)$"
 )
-
-
-def hub_endpoint() -> str:
-    """The hub or mirror to read from: ``HF_ENDPOINT`` as set now, else huggingface_hub's."""
-    return transfer_hub_endpoint()
 
 
 def parse_reference(text: str) -> ModelSource:
@@ -294,6 +293,12 @@ class Report:
     layers_plan: Plan | None
     context_plan: Plan | None
     margin_bytes: int
+    learned: tuple[learning.Figure, ...] = ()
+    computed: Estimate | None = None  # before learning (None: nothing was learned)
+
+    def learned_on(self, device: str) -> dict[str, learning.Figure]:
+        """The learned figures of one device, by component."""
+        return {f.component: f for f in self.learned if f.device == device}
 
     def label_of(self, device: str) -> str:
         for target in self.targets:
@@ -313,14 +318,40 @@ def run(
     gpus = [target.device for target in targets]
     try:
         shape = prepare(facts)
-        result = estimate(shape, run_settings, gpus)
+        computed = estimate(shape, run_settings, gpus)
         layers = max_gpu_layers(shape, run_settings, gpus, margin_bytes) if gpus else None
         context = max_context(shape, run_settings, gpus, margin_bytes) if gpus else None
     except (EstimatorError, ValueError) as error:
         raise EstimateInputError("settings", str(error)) from error
+    result, learned = learn(facts, shape, run_settings, targets, computed)
     return Report(
-        source.label(), facts, run_settings, tuple(targets), result, layers, context, margin_bytes
-    )
+        source.label(), facts, run_settings, tuple(targets), result, layers, context,
+        margin_bytes, learned, computed if learned else None,
+    )  # fmt: skip
+
+
+def target_kinds(targets: Sequence[Target]) -> set[str] | None:
+    """The device kind measurements must be of: "cpu" without GPUs, the inventory GPUs'
+    product name, any GPU kind when a hypothetical GPU takes part (its kind is unknown)."""
+    if any(target.gpu is None for target in targets):
+        return None
+    return {learning.device_kind([target.gpu.name for target in targets if target.gpu])}
+
+
+def learn(
+    facts: ModelFacts,
+    shape: ModelShape,
+    run_settings: RunSettings,
+    targets: Sequence[Target],
+    computed: Estimate,
+) -> tuple[Estimate, tuple[learning.Figure, ...]]:
+    """``computed`` with what measurements of this file teach (``models_app.learning``)."""
+    taught = learning.load(facts, shape, target_kinds(targets))
+    try:
+        return taught.apply(computed, run_settings) if taught else (computed, ())
+    except Exception:  # learning must never cost an estimate
+        logger.exception("applying the memory measurements failed: computed figures kept")
+        return computed, ()
 
 
 def context_capped(report: Report) -> bool:
@@ -337,10 +368,12 @@ def build_settings(**values: object) -> RunSettings:
         raise EstimateInputError("settings", str(error)) from error
 
 
-def device_data(report: Report, result: Estimate) -> list[dict[str, object]]:
-    """Per device: the components, total, free memory and whether it fits (plain data)."""
+def device_data(report: Report, result: Estimate, learned: bool = False) -> list[dict[str, object]]:
+    """Per device: the components, total, free memory and whether it fits (plain data);
+    ``learned``: ``result`` is the report's estimate, so its learned figures are named."""
     rows: list[dict[str, object]] = []
     for device in result.devices:
+        figures = report.learned_on(device.device) if learned else {}
         rows.append(
             {
                 "device": device.device,
@@ -352,6 +385,7 @@ def device_data(report: Report, result: Estimate) -> list[dict[str, object]]:
                 "fits": device.fits(report.margin_bytes),
                 "layers": ranges(device.layers),
                 "buffers": dict(device.buffers),
+                "learned": {name: figure.text for name, figure in figures.items()},
             }
         )
     return rows
@@ -389,7 +423,7 @@ def report_data(report: Report) -> dict[str, object]:
         "source": report.source,
         "model": model_data(report.facts),
         "n_ctx": result.context.n_ctx,
-        "devices": device_data(report, result),
+        "devices": device_data(report, result, learned=True),
         "total": result.total,
         "gpu_total": result.gpu_total,
         "fits": result.fits(report.margin_bytes),
@@ -397,6 +431,8 @@ def report_data(report: Report) -> dict[str, object]:
         "reasons": list(result.reasons),
         "caveats": list(result.caveats),
         "explanation": [str(item) for item in result.explanation],
+        "learned": [figure.to_dict() for figure in report.learned],
+        "computed_total": report.computed.total if report.computed else result.total,
         "layers_plan": plan_data(report, report.layers_plan),
         "context_plan": plan_data(report, report.context_plan),
         "margin_bytes": report.margin_bytes,

@@ -1,4 +1,4 @@
-"""scheduling.sizing.EstimatorSizer: placement's questions answered by the estimator."""
+"""scheduling.placement_sizer.EstimatorSizer: placement's questions answered by the estimator."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from core.units import GIB, MIB
+from devtools.tiny_gguf import write_tiny_model
 from models_app.estimator import GpuDevice, RunSettings, SplitMode, estimate, max_gpu_layers
 from models_app.estimator.planner import budget_split
 from models_app.gguf import ModelFacts, PartialFileSource, parse_model
-from models_app.gguf.testing import write_tiny_model
-from scheduling import sizing
+from scheduling import placement_sizer
 from scheduling.placement import Fit, GpuView, Kind, NodeView, Placement, Request, place
-from scheduling.sizing import EstimatorSizer
+from scheduling.placement_sizer import EstimatorSizer
 
-MIB = 1 << 20
-GIB = 1 << 30
 SETTINGS = RunSettings(n_ctx=4096)
 
 
@@ -147,7 +146,7 @@ def test_repeated_questions_do_not_estimate_again(
     first = (sizer.partial([between(0.5)], 8 * GIB), sizer.on_gpus([600 * MIB, 550 * MIB]))
     sizer.single_gpu_need()
     calls = []
-    monkeypatch.setattr(sizing, "estimate", lambda *args: calls.append(args))
+    monkeypatch.setattr(placement_sizer, "estimate", lambda *args: calls.append(args))
     assert sizer.on_gpus([600 * MIB, 550 * MIB]) == first[1]
     assert sizer.partial([between(0.5)], 8 * GIB) == first[0]
     assert sizer.on_gpus([between(1.0)]) is not None

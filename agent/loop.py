@@ -1,5 +1,9 @@
-"""The node agent: GPU telemetry at 1 Hz, heartbeats, liveness of the other nodes,
-maintenance windows and history housekeeping. ``manage.py agent`` runs ``Agent.run``."""
+"""The node agent's loop: each tick runs the node-local work of every app (GPU telemetry
+and the heartbeat from ``inventory``, stalled downloads from ``models_app``, this node's
+backends from ``scheduling.supervisor``) and, in the one agent holding the housekeeper
+lease, the fleet-wide passes (liveness of the other nodes, maintenance windows, the
+events kept while Redis was away, scheduling's housekeeping). ``manage.py agent`` runs
+``Agent.run``."""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import psutil
 from django.conf import settings
@@ -22,6 +25,9 @@ from django.utils import timezone
 from inventory import actions, events, leases, telemetry
 from inventory.models import Node
 from inventory.probe import Probe, get_probe
+from inventory.probe.simulated import SimulatedProbe
+from models_app.actions import do_resume_stalled
+from scheduling.supervisor import Supervisor, simulated_workload
 
 logger = logging.getLogger("gpufleet.agent")
 FACTS_EVERY = 10.0
@@ -51,10 +57,7 @@ def host_facts(storage_roots: list[str]) -> actions.HostFacts:
     )
 
 
-def _supervisor(node: Node, probe: Probe) -> Any:
-    from inventory.probe.simulated import SimulatedProbe
-    from scheduling.supervisor import Supervisor, simulated_workload
-
+def _supervisor(node: Node, probe: Probe) -> Supervisor:
     if isinstance(probe, SimulatedProbe):
         probe.workload = lambda: simulated_workload(node)
     return Supervisor(node)
@@ -107,8 +110,6 @@ class Agent:
         if self._is_due("housekeeping", HOUSEKEEPING_EVERY, now):
             telemetry.housekeeping(self.node)
         if self._is_due("downloads", DOWNLOADS_EVERY, now):
-            from models_app.actions import do_resume_stalled
-
             stall = timedelta(seconds=settings.GPUFLEET_DOWNLOAD_STALL_AFTER)
             do_resume_stalled(self.node, after=stall)
         self._supervise(now, housekeeper)

@@ -1,11 +1,6 @@
-"""Prometheus /metrics in the DCGM exporter's names and labels, so existing DCGM
-dashboards and alerts work on gpufleet's readings; plus a few gauges of our own, and
-each running backend's own readings (``scheduling.metrics``: slots, busy, deferred,
-tokens/s, KV use).
-
-Needs an API token (``Authorization: Bearer …``); the login page does not apply.
-Each scrape builds a fresh registry from the database: no global metric state.
-"""
+"""The fleet's Prometheus series in the DCGM exporter's names and labels, so existing
+DCGM dashboards and alerts work on gpufleet's readings; plus a few gauges of our own.
+Served at /metrics with the other apps' series by ``config.metrics``."""
 
 from __future__ import annotations
 
@@ -13,19 +8,15 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from inventory.api_auth import token_user
+from core.units import MIB
 from inventory.choices import NodeStatus
 from inventory.models import Gpu, Node
 
-MIB = 1024**2
 GPU_LABELS = ["gpu", "UUID", "device", "modelName", "Hostname"]
 
 # name, help (as dcgm-exporter's default counters word it), value from a GPU row
@@ -91,31 +82,3 @@ def unauthorized() -> HttpResponse:
     )
     response["WWW-Authenticate"] = 'Bearer realm="gpufleet"'
     return response
-
-
-@login_not_required
-@require_GET
-def metrics(request: HttpRequest) -> HttpResponse:
-    if token_user(request) is None:
-        return unauthorized()
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector())
-    registry.register(instance_collector())
-    body = generate_latest(registry) + generate_latest(gateway_registry())
-    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
-
-
-def instance_collector() -> Collector:
-    """The backends' readings per running instance (``scheduling.metrics``)."""
-    from scheduling.metrics import InstanceCollector
-
-    return InstanceCollector()
-
-
-def gateway_registry() -> CollectorRegistry:
-    """The gateway's request, token, TTFT, queue-wait and cold-start series of this
-    process (the gateway mounted at /v1 beside the dashboard; a gateway run on its own
-    counts its own)."""
-    from gateway.usage import REGISTRY
-
-    return REGISTRY

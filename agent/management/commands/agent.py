@@ -3,7 +3,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from inventory.agent import Agent
+from agent.loop import Agent
 
 
 class Command(BaseCommand):
