@@ -156,7 +156,8 @@ def _latest_id() -> int:
 
 
 class Relay:
-    """Polls the outbox and hands new events to this process's channel layer."""
+    """Polls the outbox and hands new events to this process's overview hub
+    (``inventory.fanout``) and channel layer (the other live pages)."""
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
@@ -169,6 +170,8 @@ class Relay:
             self.task = loop.create_task(self.run())
 
     async def run(self) -> None:
+        from inventory import fanout
+
         layer = get_channel_layer()
         assert layer is not None
         last_id = await in_thread(_latest_id)
@@ -180,6 +183,7 @@ class Relay:
                 batch = []
             for event_id, payload in batch:
                 last_id = event_id
+                fanout.post(payload)  # the overview's sockets, once for all of them
                 await layer.group_send(GROUP, {"type": "fleet.event", "event": payload})
             if len(batch) < 500:
                 await asyncio.sleep(settings.GPUFLEET_EVENT_POLL)

@@ -1,9 +1,15 @@
 """Websocket clients of the live GPU overview, and the latencies they observe.
 
-Each client logs in with the benchmark's session cookie, sends the Origin a browser
+Each client logs in with the benchmark's session cookie (plus, for a large fleet, the
+``gf_nodes`` cookie naming the nodes it shows expanded), sends the Origin a browser
 would, skips the full resync it gets on connect and then, while the window is open,
-records ``receive time - data-sampled`` for every GPU row of every ``node.gpus``
-fragment that belongs to one of the benchmark's nodes (same machine, same clock).
+records for every message (which may carry many nodes' fragments):
+
+* ``receive time - data-sampled`` of every GPU row (``<tbody id="node-…-gpus">`` of one
+  of the benchmark's nodes; same machine, same clock);
+* the same for every node's one-line summary (``node-…-line``), what a collapsed node
+  shows;
+* messages that carry a whole node section or the whole fleet ("structural").
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import connect
 from websockets.typing import Origin
 
-ROW_SAMPLED = re.compile(r'data-sampled="([0-9.]+)"')
-GPU_TBODY = re.compile(r'<tbody id="node-([0-9a-f-]+)-gpus"')
+ROW_SAMPLED = re.compile(r'<tr id="gpu-[^"]+" class="[^"]*" data-sampled="([0-9.]+)"')
+GPU_TBODY = re.compile(r'<tbody id="node-([0-9a-f-]+)-gpus"[^>]*>(.*?)</tbody>', re.S)
+LINE = re.compile(r'id="node-([0-9a-f-]+)-line" data-sampled="([0-9.]+)"')
+STRUCTURAL = re.compile(r'<section class="node|<div id="fleet"')
 
 
 @dataclass
@@ -28,8 +36,10 @@ class Collector:
     measuring: bool = False
     connected: int = 0
     latencies: list[float] = field(default_factory=list)
-    node_messages: int = 0
-    other_messages: int = 0
+    line_latencies: list[float] = field(default_factory=list)
+    messages: int = 0
+    node_messages: int = 0  # GPU row fragments (one node's tbody)
+    other_messages: int = 0  # messages with a node section or the whole fleet
     foreign_messages: int = 0
     resync_seconds: list[float] = field(default_factory=list)
     resync_bytes: int = 0
@@ -40,17 +50,20 @@ class Collector:
     def on_message(self, text: str, received: float) -> None:
         if not self.measuring:
             return
-        bodies = GPU_TBODY.findall(text)
-        if len(bodies) != 1:  # alerts, banner, or a whole-fleet re-render: not a tick
+        self.messages += 1
+        self.message_bytes += len(text)
+        if STRUCTURAL.search(text):
             self.other_messages += 1
             self.other_bytes += len(text)
-            return
-        if bodies[0] not in self.node_ids:  # another web process's node on shared Redis
-            self.foreign_messages += 1
-            return
-        self.node_messages += 1
-        self.message_bytes += len(text)
-        self.latencies.extend(received - float(value) for value in ROW_SAMPLED.findall(text))
+        for node_id, body in GPU_TBODY.findall(text):
+            if node_id not in self.node_ids:  # another web process's node on shared Redis
+                self.foreign_messages += 1
+                continue
+            self.node_messages += 1
+            self.latencies.extend(received - float(value) for value in ROW_SAMPLED.findall(body))
+        for node_id, sampled in LINE.findall(text):
+            if node_id in self.node_ids:
+                self.line_latencies.append(received - float(sampled))
 
 
 @dataclass(frozen=True)
@@ -60,19 +73,22 @@ class Target:
     session_key: str
 
 
-async def run_client(target: Target, collector: Collector) -> None:
-    """One browser tab: connect, take the resync, then record every fragment until
+async def run_client(target: Target, collector: Collector, nodes_cookie: str = "") -> None:
+    """One browser tab: connect, take the resync, then record every message until
     cancelled."""
     started = time.monotonic()
+    cookie = f"sessionid={target.session_key}"
+    if nodes_cookie:
+        cookie += f"; gf_nodes={nodes_cookie}"
     async with connect(
         target.url,
         origin=Origin(target.origin),
-        additional_headers={"Cookie": f"sessionid={target.session_key}"},
+        additional_headers={"Cookie": cookie},
         max_size=None,
         open_timeout=60,
         ping_interval=None,  # browsers do not ping; daphne pings them
     ) as ws:
-        resync = await asyncio.wait_for(ws.recv(), timeout=60)
+        resync = await asyncio.wait_for(ws.recv(), timeout=120)
         collector.resync_seconds.append(time.monotonic() - started)
         collector.resync_bytes = len(resync)
         collector.connected += 1

@@ -5,8 +5,8 @@ process and the agents (state dir, database, Redis), so it reads and writes the 
 database. Each command prints one JSON object on stdout:
 
 * ``session``: create the benchmark user and a logged-in session → ``{"session_key"}``;
-* ``status PREFIX``: the nodes named ``PREFIX*`` and how many of their GPUs were sampled
-  in the last 5 seconds → ``{"node_ids", "gpus", "sampled"}``;
+* ``status PREFIX [SECONDS]``: the nodes named ``PREFIX*`` and how many of their GPUs
+  were sampled in the last SECONDS (5) → ``{"node_ids", "gpus", "sampled"}``;
 * ``stats``: database size and row counts after the run.
 """
 
@@ -56,10 +56,10 @@ def create_session() -> dict[str, Any]:
     return {"session_key": store.session_key}
 
 
-def status(prefix: str) -> dict[str, Any]:
+def status(prefix: str, within: float = 5.0) -> dict[str, Any]:
     nodes = list(Node.objects.filter(name__startswith=prefix).order_by("name"))
     gpus = Gpu.objects.filter(node__in=nodes)
-    recent = timezone.now() - timedelta(seconds=5)
+    recent = timezone.now() - timedelta(seconds=within)
     return {
         "node_ids": [str(node.pk) for node in nodes],
         "gpus": gpus.count(),
@@ -88,12 +88,12 @@ def stats() -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["session"]:
         result = create_session()
-    elif argv[:1] == ["status"] and len(argv) == 2:
-        result = status(argv[1])
+    elif argv[:1] == ["status"] and len(argv) in (2, 3):
+        result = status(argv[1], float(argv[2]) if len(argv) == 3 else 5.0)
     elif argv[:1] == ["stats"]:
         result = stats()
     else:
-        print("usage: django_helper.py session | status PREFIX | stats", file=sys.stderr)
+        print("usage: django_helper.py session | status PREFIX [SECONDS] | stats", file=sys.stderr)
         return 2
     print(json.dumps(result))
     return 0

@@ -30,6 +30,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 HELPER = Path(__file__).resolve().with_name("django_helper.py")
+FEEDER = Path(__file__).resolve().with_name("feeder.py")
 NODE_PREFIX = "bench-"
 _PR_SET_PDEATHSIG = 1
 _CLEARED_ENV = ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "SECRET_KEY")
@@ -81,6 +82,7 @@ class Stack:
         self.redis_url = redis_url
         self.web: subprocess.Popen[bytes] | None = None
         self.agents: list[subprocess.Popen[bytes]] = []
+        self.feeder_outputs: list[Path] = []
         self._logs: list[IO[bytes]] = []
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("GPUFLEET_")}
         for key in _CLEARED_ENV:
@@ -183,7 +185,33 @@ class Stack:
             self.agents.append(self._spawn(f"agent-{node}", argv))
         return [psutil.Process(proc.pid) for proc in self.agents]
 
-    def wait_sampled(self, gpus: int, timeout: float) -> list[str]:
+    def start_feeders(self, nodes: int, feeders: int, spec: str) -> list[psutil.Process]:
+        """``nodes`` simulated nodes driven by ``feeders`` processes (``feeder.py``)
+        instead of one agent each; returns once every feeder has registered its nodes."""
+        ready: list[Path] = []
+        for index in range(feeders):
+            first, last = nodes * index // feeders, nodes * (index + 1) // feeders
+            out = self.state_dir / f"feeder-{index}.json"
+            ready.append(self.state_dir / f"feeder-{index}.ready")
+            self.feeder_outputs.append(out)
+            argv = [self.python, str(FEEDER), "--first", str(first), "--last", str(last),
+                    "--spec", spec, "--out", str(out), "--ready", str(ready[-1])]  # fmt: skip
+            self.agents.append(self._spawn(f"feeder-{index}", argv))
+        deadline = time.monotonic() + 300
+        while not all(path.exists() for path in ready):
+            if any(proc.poll() is not None for proc in self.agents):
+                raise RuntimeError(f"a feeder exited early; see {self.log_dir}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the feeders did not register their nodes in 300 s")
+            time.sleep(0.5)
+        return [psutil.Process(proc.pid) for proc in self.agents]
+
+    def stop_agents(self) -> list[dict[str, Any]]:
+        """Stop the agents or feeders; returns what each feeder wrote when stopped."""
+        self._stop(self.agents, grace=15)
+        return [json.loads(p.read_text()) for p in self.feeder_outputs if p.exists()]
+
+    def wait_sampled(self, gpus: int, timeout: float, within: float = 5.0) -> list[str]:
         """Until every expected GPU has a fresh sample; returns the node ids."""
         deadline = time.monotonic() + timeout
         seen: dict[str, Any] = {}
@@ -193,7 +221,7 @@ class Stack:
                     raise RuntimeError(
                         f"an agent exited with {proc.returncode}; see {self.log_dir}"
                     )
-            seen = self.helper("status", NODE_PREFIX)
+            seen = self.helper("status", NODE_PREFIX, str(within))
             if seen["sampled"] >= gpus:
                 return list(seen["node_ids"])
             time.sleep(1.0)
