@@ -22,7 +22,8 @@ from django.conf import settings
 from django.db import OperationalError, close_old_connections
 from django.utils import timezone
 
-from inventory import actions, events, leases, telemetry
+from core import events
+from inventory import actions, leases, telemetry
 from inventory.models import Node
 from inventory.probe import Probe, get_probe
 from inventory.probe.simulated import SimulatedProbe

@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "django_q",
     "axes",
     "csp",
+    "core",
     "inventory",
     "models_app",
     "scheduling",

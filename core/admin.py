@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from core.access import can_operate
+from core.models import LiveEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -25,3 +26,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return can_operate(request.user)
+
+
+@admin.register(LiveEvent)
+class LiveEventAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "kind")
+    ordering = ("-id",)
+    show_full_result_count = False
+
+    @admin.display(description="Kind")
+    def kind(self, event: LiveEvent) -> str:
+        payload = event.payload if isinstance(event.payload, dict) else {}
+        return str(payload.get("kind", "?"))

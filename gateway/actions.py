@@ -12,8 +12,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from core import events
 from gateway.models import InferenceKey
-from inventory import events
 from scheduling.models import Deployment, served_name_validator
 
 NAME_MAX = InferenceKey._meta.get_field("name").max_length or 100

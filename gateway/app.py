@@ -25,11 +25,11 @@ from typing import Any
 import aiohttp
 from django.conf import settings
 
+from core import events
 from gateway import asgi_io, feed, keys, ondemand, proxy, usage
 from gateway.asgi_io import Receive, Scope, Send
 from gateway.errors import GatewayError, bad_request
 from gateway.table import Route, Table
-from inventory import events
 
 logger = logging.getLogger("gpufleet.gateway")
 COLD_POLL = 0.05  # seconds between route reads while requests wait for a cold start

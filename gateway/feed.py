@@ -17,8 +17,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from core import events
 from gateway.table import Backend, Route
-from inventory import events
 
 logger = logging.getLogger("gpufleet.gateway")
 RESYNC = 10.0

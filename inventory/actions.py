@@ -11,7 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from inventory import alerts, events
+from core import events
+from inventory import alerts
 from inventory.choices import AlertKind, NodeStatus, Severity
 from inventory.models import Gpu, MaintenanceWindow, Node
 from inventory.presenters import gpu_row

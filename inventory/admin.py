@@ -21,13 +21,13 @@ from inventory.actions import (
     do_set_draining,
     do_update_gpu_settings,
 )
+from inventory.answers import answers
 from inventory.models import (
     Alert,
     ApiToken,
     Gpu,
     GpuSample,
     Lease,
-    LiveEvent,
     MaintenanceWindow,
     Node,
 )  # fmt: skip
@@ -147,15 +147,11 @@ class NodeAdmin(admin.ModelAdmin):
 
     def delete_model(self, request: HttpRequest, obj: Node) -> None:
         """A node gone for good: its deployments move to the other nodes."""
-        from scheduling.replacing import do_remove_node
-
-        do_remove_node(obj)
+        answers.remove_node(obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
-        from scheduling.replacing import do_remove_node
-
         for node in queryset:
-            do_remove_node(node)
+            answers.remove_node(node)
 
     @admin.action(description="Stop draining", permissions=["change"])
     def undrain(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
@@ -327,18 +323,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.display(description="Prefix", ordering="prefix")
     def prefix_display(self, token: ApiToken) -> str:
         return f"{token.prefix}…"
-
-
-@admin.register(LiveEvent)
-class LiveEventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "created_at", "kind")
-    ordering = ("-id",)
-    show_full_result_count = False
-
-    @admin.display(description="Kind")
-    def kind(self, event: LiveEvent) -> str:
-        payload = event.payload if isinstance(event.payload, dict) else {}
-        return str(payload.get("kind", "?"))
 
 
 @admin.register(Lease)

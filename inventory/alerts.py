@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from inventory import events
+from core import events
 from inventory.choices import AlertKind, Severity
 from inventory.models import Alert, Gpu, Node
 

@@ -17,7 +17,8 @@ from pydantic import ConfigDict, Strict, field_validator
 from core.access import require_operator
 from core.requests import ApiRequest
 from inventory.actions import do_set_draining, do_update_gpu_settings
-from inventory.choices import PRIORITY_MAX, PRIORITY_MIN, NodeStatus, Resolution
+from inventory.answers import answers
+from inventory.choices import MOVING_AWAY, PRIORITY_MAX, PRIORITY_MIN, NodeStatus, Resolution
 from inventory.models import Gpu, GpuSample, Node
 
 SAMPLE_LIMIT = 5000
@@ -103,10 +104,7 @@ class NodeDetailOut(NodeOut):
 
     @staticmethod
     def resolve_drain(obj: Node) -> list[dict[str, Any]]:
-        from scheduling.replacing import drain_report
-
-        moving = obj.status in (NodeStatus.DRAINING, NodeStatus.MAINTENANCE)
-        return drain_report(obj) if moving else []
+        return answers.drain_report(obj) if obj.status in MOVING_AWAY else []
 
 
 StrictPriority = Annotated[int, Strict(), Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]

@@ -9,16 +9,12 @@ class InventoryConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.contrib.auth import get_user_model
-        from django.contrib.auth.signals import user_logged_out
-        from django.db.models.signals import post_delete, post_migrate, post_save
+        from django.db.models.signals import post_migrate
 
-        from inventory import sessions
+        from core import events
+        from inventory import fanout
 
-        user_logged_out.connect(sessions.on_logged_out, dispatch_uid="gpufleet-ws-logout")
-        user = get_user_model()
-        post_save.connect(sessions.on_user_saved, sender=user, dispatch_uid="gpufleet-ws-user")
-        post_delete.connect(sessions.on_user_saved, sender=user, dispatch_uid="gpufleet-ws-del")
+        events.relay.hand_to(fanout.post)  # the overview's sockets take each event once
         post_migrate.connect(_create_cache_table, sender=self, dispatch_uid="gpufleet-cache")
 
 

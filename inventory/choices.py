@@ -8,6 +8,10 @@ class NodeStatus(models.TextChoices):
     DRAINING = "draining", "Draining"
 
 
+# A node whose instances move elsewhere (each stopped once its replacement runs).
+MOVING_AWAY = (NodeStatus.DRAINING, NodeStatus.MAINTENANCE)
+
+
 class AlertKind(models.TextChoices):
     NODE_OFFLINE = "node_offline", "Node offline"
     GPU_TEMPERATURE = "gpu_temperature", "GPU temperature"

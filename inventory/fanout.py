@@ -31,8 +31,8 @@ from typing import Any, Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from core.events import GROUP, Event, in_thread
 from inventory import live
-from inventory.events import GROUP, Event, in_thread
 from inventory.fleet_view import OpenNodes, OverviewFilter
 from inventory.presenters import GpuRow
 

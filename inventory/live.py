@@ -18,7 +18,8 @@ from django.db.models import Count
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from inventory.events import Event
+from core.events import Event
+from inventory.answers import answers
 from inventory.fleet_view import (
     STATE_LABELS,
     STATES,
@@ -31,7 +32,6 @@ from inventory.fleet_view import (
     short_id,
 )
 from inventory.models import Alert, Gpu, MaintenanceWindow, Node
-from inventory.models.gpus import backend_pids
 from inventory.presenters import GpuRow, gpu_row
 
 _CACHE_SIZE = 512
@@ -88,7 +88,7 @@ def load_rows(node_ids: Iterable[str] | None = None) -> dict[str, list[GpuRow]]:
     gpus = Gpu.objects.with_claims().order_by("node_id", "index")
     if node_ids is not None:
         gpus = gpus.filter(node_id__in=list(node_ids))
-    ours = backend_pids()
+    ours = answers.backend_pids()
     rows: dict[str, list[GpuRow]] = {}
     for gpu in gpus:
         rows.setdefault(str(gpu.node_id), []).append(gpu_row(gpu, ours))
@@ -155,7 +155,7 @@ def overview_context(
     return fleet_list_context(fleet, view, open_nodes) | {
         "summary": fleet.summary(),
         "active_alerts": active_alerts(),
-        "cold_starts": cold_starts(),
+        "cold_starts": answers.cold_starts(),
     }
 
 
@@ -166,15 +166,6 @@ def fleet_context() -> dict[str, Any]:
 
 def active_alerts() -> list[Alert]:
     return list(Alert.objects.active().select_related("node", "gpu")[:50])
-
-
-def cold_starts() -> list[dict[str, Any]]:
-    """Deployments whose requests wait for a cold start, with about how long it takes."""
-    from scheduling.models import Deployment
-    from scheduling.views.fragments import recent_starts, start_estimate
-
-    waiting = Deployment.objects.filter(waiting__gt=0).order_by("served_name")
-    return [{"deployment": d, "estimate": start_estimate(recent_starts(d))} for d in waiting]
 
 
 def render_node(entry: dict[str, Any]) -> str:
@@ -250,7 +241,7 @@ def render_panel(event: Event) -> str:
             "partials/maintenance_banner.html", {"maintenance_windows": windows, "oob": True}
         )
     if kind == "deployment.changed":
-        context = {"cold_starts": cold_starts(), "oob": True}
+        context = {"cold_starts": answers.cold_starts(), "oob": True}
         return render_to_string("inventory/_cold_starts.html", context)
     return ""
 

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from django.template.loader import render_to_string
 
-from inventory.consumers import FleetConsumer
-from inventory.events import Event
+from core.consumers import LiveConsumer
+from core.events import Event
+from inventory.choices import MOVING_AWAY
 from inventory.models import Node
 from inventory.presenters import gpu_rows
 from inventory.views.nodes import drain_context
-from scheduling.replacing import MOVING_AWAY
 
 _DRAIN_KINDS = ("instance.changed", "deployment.changed")
 
 
-class NodeConsumer(FleetConsumer):
+class NodeConsumer(LiveConsumer):
     @property
     def node_id(self) -> str:
         return str(self.scope["url_route"]["kwargs"]["node_id"])

@@ -7,8 +7,8 @@ from typing import TypedDict
 
 from django.conf import settings
 
+from inventory.answers import answers
 from inventory.models import Gpu
-from inventory.models.gpus import backend_pids
 
 
 class GpuRow(TypedDict):
@@ -75,7 +75,7 @@ def gpu_row(gpu: Gpu, our_pids: set[int] | None = None) -> GpuRow:
 def gpu_rows(gpus: Iterable[Gpu]) -> list[GpuRow]:
     """Rows of many GPUs with the pids of our backends looked up once (annotate the
     GPUs ``with_claims()`` to save the claim sum per GPU too)."""
-    ours = backend_pids()
+    ours = answers.backend_pids()
     return [gpu_row(gpu, ours) for gpu in gpus]
 
 

@@ -17,10 +17,12 @@ from django.db import transaction
 from django.db.models import Avg, Max, QuerySet
 from django.utils import timezone
 
-from inventory import alerts, events
+from core import events
+from core.models import LiveEvent
+from inventory import alerts
+from inventory.answers import answers
 from inventory.choices import AlertKind, Resolution, Severity
-from inventory.models import Alert, Gpu, GpuSample, LiveEvent, Node
-from inventory.models.gpus import backend_pids
+from inventory.models import Alert, Gpu, GpuSample, Node
 from inventory.presenters import gpu_row
 from inventory.probe import GpuReading
 
@@ -56,7 +58,7 @@ def record_readings(
     # Memory given back before this reading is in it now.
     Gpu.objects.filter(node=node, released_at__lte=now).exclude(released=0).update(released=0)
     GpuSample.objects.bulk_create(samples, ignore_conflicts=True)
-    ours = backend_pids(gpu__node=node)
+    ours = answers.backend_pids(gpu__node=node)
     rows = [gpu_row(g, ours) for g in sorted(gpus.values(), key=lambda g: g.index)]
     events.send("node.gpus", node_id=str(node.pk), rows=rows)
 

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from inventory import events
+from core import events
 from inventory.models import Node
 from models_app.choices import (
     ACTIVE_STATES,

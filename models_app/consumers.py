@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from inventory.consumers import FleetConsumer
-from inventory.events import Event
+from core.consumers import LiveConsumer
+from core.events import Event
 from models_app import live
 
 
-class DownloadsConsumer(FleetConsumer):
+class DownloadsConsumer(LiveConsumer):
     def render_resync(self) -> str:
         return live.render_resync(self.operator)
 

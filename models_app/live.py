@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 from django.template.loader import render_to_string
 
-from inventory.events import Event
+from core.events import Event
 from models_app.choices import DownloadState
 from models_app.models import ModelFile
 

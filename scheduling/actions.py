@@ -15,7 +15,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from inventory.models import Gpu
+from core import events as live_events
+from inventory.models import Gpu, Node
 from models_app.models import CatalogModel
 from scheduling import events, fleet, lifecycle, placement_pass, replacing
 from scheduling.choices import DesiredState, InstanceState
@@ -234,10 +235,10 @@ def do_release_idle(now: Any = None) -> list[Instance]:
         live = live_instances(deployment)
         spare = max(len(live) - deployment.min_replicas, 0)
         idle = [i for i in live if i.state == S.RUNNING]
-        idle = [i for i in idle if _idle_for(i, now) >= deployment.idle_timeout]
-        chosen = sorted(idle, key=lambda i: -_idle_for(i, now))[:spare]
+        idle = [i for i in idle if i.idle_seconds(now) >= deployment.idle_timeout]
+        chosen = sorted(idle, key=lambda i: -i.idle_seconds(now))[:spare]
         for instance in chosen:
-            note = f"Released after {_idle_for(instance, now):.0f} s without requests."
+            note = f"Released after {instance.idle_seconds(now):.0f} s without requests."
             with transaction.atomic():
                 if lifecycle.do_request_stop(instance):
                     Instance.objects.filter(pk=instance.pk).update(reason=note)
@@ -245,16 +246,6 @@ def do_release_idle(now: Any = None) -> list[Instance]:
         if chosen:
             _lower_demand(deployment)
     return released
-
-
-def _idle_for(instance: Instance, now: Any) -> float:
-    return (now - last_activity(instance)).total_seconds()
-
-
-def last_activity(instance: Instance) -> Any:
-    """Its last request, or when it became ready (or was created) if later or none."""
-    marks = [t for t in (instance.last_request_at, instance.ready_at) if t is not None]
-    return max(marks) if marks else instance.created_at
 
 
 def _lower_demand(deployment: Deployment) -> None:
@@ -288,6 +279,23 @@ def on_instance_ended(instance: Instance) -> None:
     deployment = instance.deployment
     if deployment.desired_state == DesiredState.DELETING:
         transaction.on_commit(lambda: _delete_if_done(deployment.pk))
+
+
+def do_remove_node(node: Node) -> list[Deployment]:
+    """A node gone for good: its instances are deleted (their claims with them) and its
+    deployments create what they now miss, placed on the other nodes."""
+    with transaction.atomic():
+        on_node = Instance.objects.filter(node=node)
+        deployment_ids = set(on_node.values_list("deployment_id", flat=True))
+        on_node.delete()
+        node_id = str(node.pk)
+        node.delete()
+        deployments = list(Deployment.objects.filter(pk__in=deployment_ids))
+        for deployment in deployments:
+            reconcile(deployment)
+            events.deployment_changed(deployment)
+        live_events.send("node.status", node_id=node_id)
+    return deployments
 
 
 # --- from placement to start ------------------------------------------------------------

@@ -4,12 +4,12 @@ fragments each event changes (rendered in ``scheduling.live``)."""
 
 from __future__ import annotations
 
-from inventory.consumers import FleetConsumer
-from inventory.events import Event
+from core.consumers import LiveConsumer
+from core.events import Event
 from scheduling import live
 
 
-class DeploymentsConsumer(FleetConsumer):
+class DeploymentsConsumer(LiveConsumer):
     @property
     def deployment_id(self) -> str | None:
         kwargs = self.scope.get("url_route", {}).get("kwargs", {})

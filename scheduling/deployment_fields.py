@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db.models import Field
 from django.db.models.fields import PositiveIntegerRelDbTypeMixin
 
 from scheduling.models import Deployment
@@ -39,8 +40,10 @@ def bounds(name: str) -> tuple[int | None, int | None]:
     """``(least, most)`` an integer field allows (``None``: no bound), from its validators
     and, for positive fields without a lower validator, 0."""
     field = Deployment._meta.get_field(name)
-    # the validators the field declares (``validators`` adds the database's integer range)
-    validators = getattr(field, "_validators", [])
+    assert isinstance(field, Field), name
+    # the validators the field declares, as its migration would write them
+    # (``field.validators`` adds the database's integer range, which differs by backend)
+    validators = field.deconstruct()[3].get("validators", [])
     least = [v.limit_value for v in validators if isinstance(v, MinValueValidator)]
     most = [v.limit_value for v in validators if isinstance(v, MaxValueValidator)]
     positive = isinstance(field, PositiveIntegerRelDbTypeMixin)

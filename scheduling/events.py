@@ -1,8 +1,8 @@
-"""Live events of deployments and instances (sent after commit by ``inventory.events``)."""
+"""Live events of deployments and instances (sent after commit by ``core.events``)."""
 
 from __future__ import annotations
 
-from inventory import events
+from core import events
 from scheduling.models import Deployment, Instance
 
 

@@ -29,12 +29,6 @@ logger = logging.getLogger("gpufleet.scheduling")
 S = InstanceState
 
 
-def _idle_seconds(instance: Instance, now: datetime) -> float:
-    from scheduling.actions import last_activity
-
-    return float((now - last_activity(instance)).total_seconds())
-
-
 def _reload_seconds(instance: Instance) -> float | None:
     run = (
         InstanceRun.objects.filter(
@@ -50,7 +44,7 @@ def _reload_seconds(instance: Instance) -> float | None:
 
 
 def _candidate(instance: Instance, now: datetime, spare: int, idle_after: float) -> Candidate:
-    idle = _idle_seconds(instance, now)
+    idle = instance.idle_seconds(now)
     return Candidate(
         instance_id=str(instance.pk),
         deployment_id=str(instance.deployment_id),

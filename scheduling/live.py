@@ -16,7 +16,7 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from inventory.events import Event
+from core.events import Event
 from scheduling.views import fragments
 
 _CACHE_SIZE = 512

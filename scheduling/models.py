@@ -16,7 +16,7 @@ from django.db.models import BaseConstraint, Q
 from django.db.models.functions import Lower
 
 from inventory.models import Gpu, Node
-from models_app.models import CatalogModel, ModelFile
+from models_app.models import CatalogModel, MemoryMeasurement, ModelFile
 from scheduling.choices import (
     DEFAULT_N_CTX,
     Backend,
@@ -324,6 +324,11 @@ class Instance(models.Model):
     replaces = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replacements"
     )
+    # What its run's load log measured (``scheduling.measuring``); NVML's per-process peaks
+    # go to the same row, although a later instance with the same keys took it over.
+    measurement = models.ForeignKey(
+        MemoryMeasurement, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["deployment__served_name", "created_at"]
@@ -343,6 +348,16 @@ class Instance(models.Model):
     @property
     def short_id(self) -> str:
         return str(self.pk)[:8]
+
+    @property
+    def last_activity(self) -> Any:
+        """Its last request, or when it became ready (or was created) if later or none."""
+        marks = [t for t in (self.last_request_at, self.ready_at) if t is not None]
+        return max(marks) if marks else self.created_at
+
+    def idle_seconds(self, now: Any) -> float:
+        """Seconds since ``last_activity`` (idle release and eviction rank by it)."""
+        return float((now - self.last_activity).total_seconds())
 
     @property
     def current_run(self) -> InstanceRun | None:

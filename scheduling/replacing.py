@@ -38,8 +38,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from inventory import events as inventory_events
-from inventory.choices import NodeStatus
+from inventory.choices import MOVING_AWAY, NodeStatus
 from inventory.models import Node
 from scheduling import events, lifecycle
 from scheduling.choices import DesiredState, InstanceState
@@ -51,7 +50,6 @@ LEAVING = (S.STOPPING, S.STOPPED)
 SERVING = (S.STARTING, S.RUNNING)  # drained: replaced first, stopped once that runs
 UNSTARTED = (S.SCHEDULED, S.WAITING_FOR_FILES)  # nothing serves yet: moved at once
 NOT_SERVING = (S.PENDING, S.FAILED, *UNSTARTED)
-MOVING_AWAY = (NodeStatus.DRAINING, NodeStatus.MAINTENANCE)
 
 
 # --- counting ------------------------------------------------------------------------------
@@ -196,28 +194,6 @@ def _stop(instance: Instance, note: str, with_replaced: bool = True) -> bool:
     if stopped:
         logger.info("stopped %s: %s", instance, note)
     return stopped
-
-
-# --- removing a node -----------------------------------------------------------------------
-
-
-def do_remove_node(node: Node) -> list[Deployment]:
-    """A node gone for good: its instances are deleted (their claims with them) and its
-    deployments create what they now miss, placed on the other nodes."""
-    from scheduling.actions import reconcile
-
-    with transaction.atomic():
-        on_node = Instance.objects.filter(node=node)
-        deployment_ids = set(on_node.values_list("deployment_id", flat=True))
-        on_node.delete()
-        node_id = str(node.pk)
-        node.delete()
-        deployments = list(Deployment.objects.filter(pk__in=deployment_ids))
-        for deployment in deployments:
-            reconcile(deployment)
-            events.deployment_changed(deployment)
-        inventory_events.send("node.status", node_id=node_id)
-    return deployments
 
 
 # --- what a draining node still holds ------------------------------------------------------

@@ -20,6 +20,7 @@ from django.conf import settings
 from inventory.devices import DeviceSelectionError, cuda_visible_devices
 from models_app import actions as model_actions
 from scheduling import backend, backend_logs, fleet, lifecycle, llama_server, ports
+from scheduling.actions import on_instance_ended
 from scheduling.choices import InstanceState, PlacementKind
 from scheduling.models import Instance, InstanceRun
 
@@ -186,7 +187,5 @@ def stop_instance(instance_id: str) -> str:
     lifecycle.do_mark_stopped(
         instance, exit_code=code, signal=(status.signal or "") if status else ""
     )
-    from scheduling.actions import on_instance_ended
-
     on_instance_ended(instance)
     return "stopped"

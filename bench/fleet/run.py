@@ -210,7 +210,8 @@ def housekeeper_main(args: argparse.Namespace) -> None:
     from django.db import close_old_connections, connection
 
     from agent.loop import LEASE_RENEW, LIVENESS_EVERY
-    from inventory import actions, events, leases
+    from core import events
+    from inventory import actions, leases
     from scheduling.supervisor import FLEET_EVERY, fleet_housekeeping
 
     stop = {"now": False}

@@ -38,7 +38,8 @@ from django.contrib.sessions.backends.db import SessionStore  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from inventory.models import Gpu, GpuSample, LiveEvent, Node  # noqa: E402
+from core.models import LiveEvent  # noqa: E402
+from inventory.models import Gpu, GpuSample, Node  # noqa: E402
 
 BENCH_USER = "bench-telemetry"
 

@@ -70,7 +70,7 @@ class Node:
         """This node's readings as GPU rows; returns the ``node.gpus`` event to send."""
         from django.utils import timezone
 
-        from inventory import events
+        from core import events
         from inventory.models import Gpu, Node
         from inventory.presenters import gpu_row
 
@@ -111,7 +111,7 @@ def _apply(gpu: Any, reading: Any, now: Any) -> None:
 def drive(nodes: list[Node], interval: float, stop: dict[str, bool]) -> dict[str, Any]:
     from django.db import close_old_connections
 
-    from inventory import events
+    from core import events
 
     start = time.monotonic() + 0.2
     due = [(start + interval * i / len(nodes), i) for i in range(len(nodes))]

@@ -1,5 +1,4 @@
 from inventory.models.alerts import Alert
-from inventory.models.events import LiveEvent
 from inventory.models.gpus import Gpu
 from inventory.models.leases import Lease
 from inventory.models.nodes import MaintenanceWindow, Node
@@ -7,5 +6,5 @@ from inventory.models.telemetry import GpuSample
 from inventory.models.tokens import ApiToken
 
 __all__ = [
-    "Alert", "ApiToken", "Gpu", "GpuSample", "Lease", "LiveEvent", "MaintenanceWindow", "Node",
+    "Alert", "ApiToken", "Gpu", "GpuSample", "Lease", "MaintenanceWindow", "Node",
 ]  # fmt: skip

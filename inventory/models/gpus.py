@@ -1,17 +1,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from inventory.answers import answers
 from inventory.choices import PRIORITY_MAX, PRIORITY_MIN
 from inventory.models.nodes import Node
-
-_backend_pids_query: Callable[..., set[int]] | None = None
 
 
 class GpuQuerySet(models.QuerySet["Gpu"]):
@@ -131,7 +129,7 @@ class Gpu(models.Model):
 
     def our_pids(self) -> set[int]:
         """Server pids of our backends that hold claims on this GPU."""
-        return backend_pids(gpu=self)
+        return answers.backend_pids(gpu=self)
 
     @property
     def foreign_memory(self) -> int:
@@ -145,16 +143,3 @@ class Gpu(models.Model):
             int(p.get("memory_used", 0)) for p in self.processes or [] if p.get("pid") in ours
         )
         return max(self.memory_used - mine, 0)
-
-
-def backend_pids(**claim_filter: object) -> set[int]:
-    """Server pids of our backends with claims matching ``claims__<filter>`` (e.g. ``gpu``,
-    ``gpu__node``). Scheduling owns the instances and answers (it registers its query with
-    ``answer_backend_pids_with`` when Django starts); without it no process is ours."""
-    return _backend_pids_query(**claim_filter) if _backend_pids_query else set()
-
-
-def answer_backend_pids_with(query: Callable[..., set[int]]) -> None:
-    """Let ``query`` (scheduling's) answer ``backend_pids``: inventory never imports it."""
-    global _backend_pids_query
-    _backend_pids_query = query

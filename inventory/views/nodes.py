@@ -11,15 +11,20 @@ from django.views.decorators.http import require_GET, require_POST
 
 from core.access import can_operate, require_operator
 from inventory.actions import do_set_draining
+from inventory.answers import answers
+from inventory.choices import MOVING_AWAY
 from inventory.models import Node
 from inventory.presenters import gpu_rows
-from scheduling.replacing import MOVING_AWAY, drain_report
 
 
 def drain_context(node: Node) -> dict[str, Any]:
     """The drain panel's data (also rendered live, ``inventory.node_live``)."""
     moving = node.status in MOVING_AWAY
-    return {"node": node, "moving_away": moving, "drain": drain_report(node) if moving else []}
+    return {
+        "node": node,
+        "moving_away": moving,
+        "drain": answers.drain_report(node) if moving else [],
+    }
 
 
 @require_GET

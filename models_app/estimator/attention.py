@@ -148,7 +148,7 @@ def _cpy_v(kv: KvLayer, v_cur: Tensor, v_idxs: Tensor, spec: GraphSpec) -> Tenso
     return ggml.set_rows(v_view, v_cur, v_idxs)
 
 
-def _mha(
+def attn_mha(
     graph: Graph,
     qkv: tuple[Tensor, Tensor, Tensor],
     mask: Tensor,
@@ -221,10 +221,10 @@ def build_attn(
     k, v = _get_k(kv, spec), _get_v(kv, spec)
     mha = (graph, (q_cur, k, v), inputs.kq_mask, spec, options.softcap, None, options.sinks)
     if core_device is None:
-        cur = _mha(*mha)
+        cur = attn_mha(*mha)
     else:
         with ggml.on_device(core_device):
-            cur = _mha(*mha)
+            cur = attn_mha(*mha)
     if inputs.v_rot is not None:
         cur = hadamard(cur, inputs.v_rot)
     return cur
@@ -248,6 +248,6 @@ def build_attn_k(
     k = _get_k(kv, spec)
     v = ggml.view(k, (v_cur.ne[0], *k.ne[1:]), k.nb[1:])
     if core_device is None:
-        return _mha(graph, (q_cur, k, v), inputs.kq_mask, spec, False, v_mla)
+        return attn_mha(graph, (q_cur, k, v), inputs.kq_mask, spec, False, v_mla)
     with ggml.on_device(core_device):
-        return _mha(graph, (q_cur, k, v), inputs.kq_mask, spec, False, v_mla)
+        return attn_mha(graph, (q_cur, k, v), inputs.kq_mask, spec, False, v_mla)

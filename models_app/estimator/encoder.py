@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from models_app.estimator import ggml
-from models_app.estimator.attention import GraphSpec, _mha
+from models_app.estimator.attention import GraphSpec, attn_mha
 from models_app.estimator.ggml import (
     FLAG_OUTPUT,
     FLAG_WEIGHTS,
@@ -216,7 +216,7 @@ class _Encoder:
             q, k = ggml.rope(q, self.pos), ggml.rope(k, self.pos)
         for tensor in (q, k, v):  # build_attn keeps them together, in this order
             self.graph.expand(tensor)
-        cur = _mha(self.graph, (q, k, v), self.kq_mask, self.spec, False)
+        cur = attn_mha(self.graph, (q, k, v), self.kq_mask, self.spec, False)
         return self.linear(cur, f"blk.{il}.attn_output", self.shape.n_embd)
 
     def ffn(self, cur: Tensor, il: int) -> Tensor:

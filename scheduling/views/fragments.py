@@ -268,3 +268,10 @@ def detail_context(deployment: Deployment, operator: bool) -> dict[str, Any]:
         | memory_context(deployment.pk)
         | {"items": instance_items(deployment), "estimate_notes": estimate_notes(deployment)}
     )
+
+
+def cold_starts() -> list[dict[str, Any]]:
+    """Deployments whose requests wait for a cold start, with about how long it takes (the
+    overview's panel: answered for inventory, see ``inventory.answers``)."""
+    waiting = Deployment.objects.filter(waiting__gt=0).order_by("served_name")
+    return [{"deployment": d, "estimate": start_estimate(recent_starts(d))} for d in waiting]

@@ -4,56 +4,17 @@ no violation reported."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from tests.conftest import skip_or_fail
-from tests.e2e.stack import Stack
+from tests.e2e.browser import browser_fixture, stack_fixture
 from tests.e2e.test_live_overview_browser import _indicator, _log_in, _row_state, _wait
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 
-
-@pytest.fixture
-def stack(tmp_path) -> Iterator[Stack]:
-    stack = Stack(tmp_path, GPUFLEET_EVENT_POLL="0.1")
-    stack.manage("migrate", "-v0")
-    stack.create_user("viewer", "viewer-password")
-    stack.start_agent("csp-node", "1xA100-80GB")
-    stack.start_web()
-    yield stack
-    stack.stop_all()
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not (CHROMIUM and CHROMEDRIVER):
-        skip_or_fail("Debian's chromium and chromium-driver are not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,900",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
+stack = stack_fixture("csp-node", "1xA100-80GB")
+browser = browser_fixture(browser_log=True)
 
 
 def _violations(driver) -> list[str]:

@@ -2,54 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.e2e.browser import browser_fixture, stack_fixture, viewer_stack
 from tests.e2e.stack import Stack
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 
-
-@pytest.fixture
-def stack(tmp_path) -> Iterator[Stack]:
-    stack = Stack(tmp_path, GPUFLEET_EVENT_POLL="0.1")
-    stack.manage("migrate", "-v0")
-    stack.create_user("viewer", "viewer-password")
-    stack.start_agent("live-node", "2xA100-80GB")
-    stack.start_web()
-    yield stack
-    stack.stop_all()
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not (CHROMIUM and CHROMEDRIVER):
-        skip_or_fail("Debian's chromium and chromium-driver are not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
+stack = stack_fixture("live-node", "2xA100-80GB")
+browser = browser_fixture()
 
 
 def _wait(predicate, timeout: float = 15.0, what: str = "condition"):
@@ -126,12 +90,7 @@ def _badge(driver) -> str:
 
 
 def test_a_node_whose_agent_dies_turns_offline_live_and_back_online(tmp_path, browser):
-    stack = Stack(tmp_path, GPUFLEET_EVENT_POLL="0.1", GPUFLEET_HEARTBEAT_TIMEOUT="3")
-    try:
-        stack.manage("migrate", "-v0")
-        stack.create_user("viewer", "viewer-password")
-        stack.start_agent("lonely", "1xL4")
-        stack.start_web()
+    with viewer_stack(tmp_path, "lonely", "1xL4", GPUFLEET_HEARTBEAT_TIMEOUT="3") as stack:
         _log_in(browser, stack)
         _wait(lambda: _badge(browser).strip() == "Online", what="the node online")
         stack.stop("agent-lonely")
@@ -142,5 +101,3 @@ def test_a_node_whose_agent_dies_turns_offline_live_and_back_online(tmp_path, br
         assert "lonely is offline" in alerts
         stack.start_agent("lonely", "1xL4")
         _wait(lambda: _badge(browser).strip() == "Online", timeout=20, what="the node back")
-    finally:
-        stack.stop_all()

@@ -196,7 +196,7 @@ def test_the_stack_rides_out_restarts_of_postgresql_and_redis(services, stack):
         "from django.db import transaction; from inventory import events\n"
         "with transaction.atomic(): events.send('maintenance.changed')\n"
     ))  # fmt: skip
-    kept = "from inventory.models import LiveEvent; print(LiveEvent.objects.count())"
+    kept = "from core.models import LiveEvent; print(LiveEvent.objects.count())"
     assert int(query(stack, kept)) >= 1
     time.sleep(3)
     redis_server.start()

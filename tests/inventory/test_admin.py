@@ -11,10 +11,11 @@ from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 from django.utils import timezone
 
+from core.models import LiveEvent
 from core.units import GIB
 from inventory import models
 from inventory.choices import NodeStatus, Resolution
-from inventory.models import Alert, ApiToken, Gpu, GpuSample, LiveEvent, MaintenanceWindow, Node
+from inventory.models import Alert, ApiToken, Gpu, GpuSample, MaintenanceWindow, Node
 from tests.factories import AlertFactory, MaintenanceWindowFactory
 
 
@@ -30,12 +31,17 @@ def fleet(gpu, admin_user):
     return {"gpu": gpu, "token": token}
 
 
+def _admin_url(model, view: str, *args) -> str:
+    meta = model._meta
+    return reverse(f"admin:{meta.app_label}_{meta.model_name}_{view}", args=args)
+
+
 def _changelist(model) -> str:
-    return reverse(f"admin:inventory_{model._meta.model_name}_changelist")
+    return _admin_url(model, "changelist")
 
 
 def _change(obj) -> str:
-    return reverse(f"admin:inventory_{obj._meta.model_name}_change", args=[obj.pk])
+    return _admin_url(type(obj), "change", obj.pk)
 
 
 def test_every_inventory_model_is_in_the_admin():
@@ -120,14 +126,10 @@ def test_gpus_are_not_added_in_admin(admin_client, db):
 @pytest.mark.parametrize("model", [GpuSample, LiveEvent, Alert])
 def test_system_written_rows_are_read_only(admin_client, fleet, model):
     obj = model.objects.first()
-    name = model._meta.model_name
-    assert admin_client.get(reverse(f"admin:inventory_{name}_add")).status_code == 403
+    assert admin_client.get(_admin_url(model, "add")).status_code == 403
     assert admin_client.post(_change(obj), {}).status_code == 403
     assert (
-        admin_client.post(
-            reverse(f"admin:inventory_{name}_delete", args=[obj.pk]), {"post": "yes"}
-        ).status_code
-        == 403
+        admin_client.post(_admin_url(model, "delete", obj.pk), {"post": "yes"}).status_code == 403
     )
     assert model.objects.filter(pk=obj.pk).exists()
 

@@ -5,7 +5,8 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
-from inventory import consumers, events, telemetry
+from core import consumers, events
+from inventory import telemetry
 from inventory.consumers import FleetConsumer
 from inventory.probe import GpuReading
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 from django.db import connection
 
-from inventory.events import fresh_connection_call
+from core.events import fresh_connection_call
 from inventory.models import Node
 from tests.conftest import skip_or_fail
 

@@ -11,7 +11,8 @@ import json
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from inventory import events, fanout
+from core import events
+from inventory import fanout
 from inventory.choices import NodeStatus
 from inventory.consumers import FleetConsumer
 from inventory.fleet_view import OpenNodes, OverviewFilter, short_id

@@ -12,7 +12,7 @@ from django.contrib.sessions.models import Session
 from django.test import Client
 from django.utils import timezone
 
-from inventory import consumers
+from core import consumers
 from inventory.consumers import FleetConsumer
 from scheduling.consumers import DeploymentsConsumer
 

@@ -12,8 +12,8 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from agent import loop as agent
-from inventory import events
-from inventory.models import LiveEvent
+from core import events
+from core.models import LiveEvent
 from models_app import actions as downloads
 from models_app.choices import DownloadState
 from models_app.models import ModelFile

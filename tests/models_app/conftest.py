@@ -1,8 +1,9 @@
-"""Fixtures: a storage root with tiny generated models, a fake hub serving some, and the
-estimate cache emptied."""
+"""Fixtures: a storage root with tiny generated models, a fake hub (empty, or serving some),
+and the estimate cache emptied; ``hub_copy``, a queued copy of a hub model."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from gguf import GGMLQuantizationType as Q
 
 from devtools.tiny_gguf import write_tiny_model
 from models_app.estimate_service import FACTS_CACHE
+from models_app.models import ModelFile
+from tests.factories import CatalogModelFactory, ModelFileFactory, NodeFactory
 from tests.transfer.fakehub import FakeHub
 
 
@@ -35,6 +38,22 @@ def storage_root(tmp_path: Path, settings) -> Path:
     return root
 
 
+def hub_copy(root: Path, repo: str, files: Mapping[str, bytes], **model_fields) -> ModelFile:
+    """A queued copy of ``repo``'s first file (its shards too) under ``root``."""
+    names = list(files)
+    model = CatalogModelFactory(
+        hf_repo=repo,
+        hf_filename=names[0],
+        files=[{"name": n, "size": len(d), "sha256": ""} for n, d in files.items()],
+        size_bytes=sum(len(d) for d in files.values()),
+        **model_fields,
+    )
+    node = NodeFactory(disk_free={str(root): 100 * 1024**3})
+    return ModelFileFactory(
+        model=model, node=node, storage_root=str(root), path=str(root / "m" / names[0])
+    )
+
+
 @pytest.fixture
 def tiny_model(storage_root: Path) -> Path:
     """A llama-style model (8 layers, GQA) inside the storage root."""
@@ -49,6 +68,14 @@ def tiny_model(storage_root: Path) -> Path:
         n_ctx_train=4096,
     )
     return path
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """An empty fake hub, the one ``HF_ENDPOINT`` names."""
+    with FakeHub() as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        yield fake
 
 
 @dataclass

@@ -165,7 +165,8 @@ def test_stalled_downloads_are_requeued_by_the_agent(queued, django_capture_on_c
 def test_download_events_are_sent_after_commit_but_not_drawn_on_the_overview(
     sent_events, django_capture_on_commit_callbacks
 ):
-    from inventory import events, live
+    from core import events
+    from inventory import live
 
     with_commit = ModelFileFactory()
     with django_capture_on_commit_callbacks(execute=True):

@@ -14,47 +14,18 @@ from models_app import actions, tasks
 from models_app.choices import DownloadState, SourceKind
 from models_app.models import ModelFile
 from models_app.transfer import RetryPolicy
-from tests.factories import CatalogModelFactory, ModelFileFactory, NodeFactory
-from tests.transfer.fakehub import FakeHub
+from tests.factories import CatalogModelFactory, ModelFileFactory
+from tests.models_app.conftest import hub_copy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def hub(monkeypatch):
-    with FakeHub() as fake:
-        monkeypatch.setenv("HF_ENDPOINT", fake.url)
-        yield fake
-
-
-@pytest.fixture
-def root(tmp_path: Path, settings) -> Path:
-    root = tmp_path / "models"
-    root.mkdir()
-    settings.GPUFLEET_STORAGE_ROOTS = [str(root)]
-    settings.GPUFLEET_FETCH_ALLOW = ["127.0.0.0/8", "::1"]
-    return root
-
-
-def hub_copy(root: Path, repo: str, name: str, size: int) -> ModelFile:
-    model = CatalogModelFactory(
-        hf_repo=repo,
-        hf_filename=name,
-        files=[{"name": name, "size": size, "sha256": ""}],
-        size_bytes=size,
-    )
-    node = NodeFactory(disk_free={str(root): 100 * 1024**3})
-    return ModelFileFactory(
-        model=model, node=node, storage_root=str(root), path=str(root / "m" / name)
-    )
-
-
-def test_a_404_without_a_reason_from_the_hub_says_not_found_on_the_hub(hub, root):
+def test_a_404_without_a_reason_from_the_hub_says_not_found_on_the_hub(hub, storage_root):
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": b"x" * 10})
     hub.faults.head_fail_times = 1
     hub.faults.fail_status = 404
     hub.faults.bare_errors = True  # no X-Error-Code, no message: what a proxy answers
-    copy = hub_copy(root, "acme/tiny-GGUF", "t.gguf", 10)
+    copy = hub_copy(storage_root, "acme/tiny-GGUF", {"t.gguf": b"x" * 10})
 
     tasks.download_model_file(str(copy.pk))
 
@@ -66,7 +37,7 @@ def test_a_404_without_a_reason_from_the_hub_says_not_found_on_the_hub(hub, root
 
 
 def failed_at_98_9_percent(root: Path) -> ModelFile:
-    copy = hub_copy(root, "acme/tiny-GGUF", "t.gguf", 1000)
+    copy = hub_copy(root, "acme/tiny-GGUF", {"t.gguf": bytes(1000)})
     ModelFile.objects.filter(pk=copy.pk).update(
         state=DownloadState.DOWNLOADING, bytes_done=989, bytes_total=1000, speed=5e6
     )
@@ -77,8 +48,10 @@ def failed_at_98_9_percent(root: Path) -> ModelFile:
     return copy
 
 
-def test_a_failed_copy_shows_no_eta_or_speed_and_its_progress_as_stopped_at(root, operator_client):
-    copy = failed_at_98_9_percent(root)
+def test_a_failed_copy_shows_no_eta_or_speed_and_its_progress_as_stopped_at(
+    storage_root, operator_client
+):
+    copy = failed_at_98_9_percent(storage_root)
     assert copy.eta_seconds is None and copy.speed == 0
     assert copy.bytes_done == 989  # kept for a resume
 
@@ -91,8 +64,8 @@ def test_a_failed_copy_shows_no_eta_or_speed_and_its_progress_as_stopped_at(root
     assert "stopped at 98.9 %" in page
 
 
-def test_a_cancelled_copy_with_stale_figures_shows_no_eta_or_speed(root, operator_client):
-    copy = hub_copy(root, "acme/tiny-GGUF", "t.gguf", 1000)
+def test_a_cancelled_copy_with_stale_figures_shows_no_eta_or_speed(storage_root, operator_client):
+    copy = hub_copy(storage_root, "acme/tiny-GGUF", {"t.gguf": bytes(1000)})
     ModelFile.objects.filter(pk=copy.pk).update(
         state=DownloadState.CANCELLED, bytes_done=500, bytes_total=1000, speed=9.0, eta_seconds=3
     )
@@ -102,13 +75,13 @@ def test_a_cancelled_copy_with_stale_figures_shows_no_eta_or_speed(root, operato
 
 
 def test_connection_retries_show_retrying_with_reason_and_attempt_then_clear(
-    hub, root, operator_client, monkeypatch
+    hub, storage_root, operator_client, monkeypatch
 ):
     data = os.urandom(2 * MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
     hub.faults.fail_times = 2
     hub.faults.fail_status = 503
-    copy = hub_copy(root, "acme/tiny-GGUF", "t.gguf", len(data))
+    copy = hub_copy(storage_root, "acme/tiny-GGUF", {"t.gguf": data})
     seen: list[str] = []
 
     def sleep(seconds: float) -> None:  # the worker's backoff: look at the row meanwhile
@@ -137,7 +110,7 @@ def test_connection_retries_show_retrying_with_reason_and_attempt_then_clear(
     assert ModelFile.objects.get(pk=copy.pk).state == DownloadState.READY
 
 
-def test_deleting_a_corrupt_download_removes_its_empty_directory(hub, root):
+def test_deleting_a_corrupt_download_removes_its_empty_directory(hub, storage_root):
     data = os.urandom(MIB)
     repo = hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
     hub.faults.corrupt_offset = 1000
@@ -151,9 +124,11 @@ def test_deleting_a_corrupt_download_removes_its_empty_directory(hub, root):
         size_bytes=len(data),
     )
     copy = ModelFileFactory(
-        model=model, storage_root=str(root), path=str(root / "acme" / "t" / "t.gguf")
+        model=model,
+        storage_root=str(storage_root),
+        path=str(storage_root / "acme" / "t" / "t.gguf"),
     )
-    (root / "other").mkdir()
+    (storage_root / "other").mkdir()
     tasks.download_model_file(str(copy.pk))
     copy.refresh_from_db()
     assert copy.state == DownloadState.FAILED and "sha256" in copy.error.lower()
@@ -161,5 +136,5 @@ def test_deleting_a_corrupt_download_removes_its_empty_directory(hub, root):
     actions.do_request_delete(copy)
     tasks.delete_model_file(str(copy.pk))
 
-    assert not (root / "acme").exists()
-    assert root.is_dir() and (root / "other").is_dir()
+    assert not (storage_root / "acme").exists()
+    assert storage_root.is_dir() and (storage_root / "other").is_dir()

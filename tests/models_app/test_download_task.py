@@ -14,47 +14,16 @@ from core.units import MIB
 from models_app import actions, tasks
 from models_app.choices import DownloadState, SourceKind
 from models_app.models import ModelFile
-from tests.factories import CatalogModelFactory, ModelFileFactory, NodeFactory
-from tests.transfer.fakehub import FakeHub
+from tests.factories import CatalogModelFactory, ModelFileFactory
+from tests.models_app.conftest import hub_copy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def hub(monkeypatch):
-    with FakeHub() as fake:
-        monkeypatch.setenv("HF_ENDPOINT", fake.url)
-        yield fake
-
-
-@pytest.fixture
-def root(tmp_path: Path, settings) -> Path:
-    root = tmp_path / "models"
-    root.mkdir()
-    settings.GPUFLEET_STORAGE_ROOTS = [str(root)]
-    return root
-
-
-def hub_copy(root: Path, repo: str, files: dict[str, bytes], **model_fields) -> ModelFile:
-    """A queued copy of ``repo``'s first file (its shards too) under ``root``."""
-    names = list(files)
-    model = CatalogModelFactory(
-        hf_repo=repo,
-        hf_filename=names[0],
-        files=[{"name": n, "size": len(d), "sha256": ""} for n, d in files.items()],
-        size_bytes=sum(len(d) for d in files.values()),
-        **model_fields,
-    )
-    node = NodeFactory(disk_free={str(root): 100 * 1024**3})
-    return ModelFileFactory(
-        model=model, node=node, storage_root=str(root), path=str(root / "m" / names[0])
-    )
-
-
-def test_a_queued_download_ends_ready_with_the_hubs_sha256(hub, root):
+def test_a_queued_download_ends_ready_with_the_hubs_sha256(hub, storage_root):
     data = os.urandom(3 * MIB)
     hub.add_repo("acme/tiny-GGUF", {"tiny-Q8_0.gguf": data})
-    copy = hub_copy(root, "acme/tiny-GGUF", {"tiny-Q8_0.gguf": data})
+    copy = hub_copy(storage_root, "acme/tiny-GGUF", {"tiny-Q8_0.gguf": data})
 
     outcome = tasks.download_model_file(str(copy.pk))
 
@@ -66,10 +35,10 @@ def test_a_queued_download_ends_ready_with_the_hubs_sha256(hub, root):
     assert copy.attempts == 1 and copy.finished_at is not None
 
 
-def test_a_split_model_downloads_every_shard_into_one_copy(hub, root):
+def test_a_split_model_downloads_every_shard_into_one_copy(hub, storage_root):
     shards = {f"q8/m-0000{i}-of-00003.gguf": os.urandom(MIB + i) for i in (1, 2, 3)}
     hub.add_repo("acme/split-GGUF", shards)
-    copy = hub_copy(root, "acme/split-GGUF", shards)
+    copy = hub_copy(storage_root, "acme/split-GGUF", shards)
 
     tasks.download_model_file(str(copy.pk))
 
@@ -77,12 +46,12 @@ def test_a_split_model_downloads_every_shard_into_one_copy(hub, root):
     assert copy.state == DownloadState.READY, copy.error
     assert copy.bytes_done == sum(len(d) for d in shards.values())
     for name, data in shards.items():
-        assert (root / "m" / name).read_bytes() == data
+        assert (storage_root / "m" / name).read_bytes() == data
 
 
-def test_a_file_missing_on_the_hub_fails_with_the_hubs_reason(hub, root):
+def test_a_file_missing_on_the_hub_fails_with_the_hubs_reason(hub, storage_root):
     hub.add_repo("acme/tiny-GGUF", {"other.gguf": b"x" * 10})
-    copy = hub_copy(root, "acme/tiny-GGUF", {"gone.gguf": b"x" * 10})
+    copy = hub_copy(storage_root, "acme/tiny-GGUF", {"gone.gguf": b"x" * 10})
 
     tasks.download_model_file(str(copy.pk))
 
@@ -91,10 +60,10 @@ def test_a_file_missing_on_the_hub_fails_with_the_hubs_reason(hub, root):
     assert "gone.gguf" in copy.error and "not" in copy.error.lower()
 
 
-def test_a_copy_outside_this_nodes_storage_roots_fails_without_writing(hub, root, tmp_path):
+def test_a_copy_outside_this_nodes_storage_roots_fails_without_writing(hub, storage_root, tmp_path):
     data = os.urandom(MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
-    copy = hub_copy(root, "acme/tiny-GGUF", {"t.gguf": data})
+    copy = hub_copy(storage_root, "acme/tiny-GGUF", {"t.gguf": data})
     elsewhere = tmp_path / "elsewhere"
     ModelFile.objects.filter(pk=copy.pk).update(
         storage_root=str(elsewhere), path=str(elsewhere / "t.gguf")
@@ -108,13 +77,13 @@ def test_a_copy_outside_this_nodes_storage_roots_fails_without_writing(hub, root
     assert not elsewhere.exists() and hub.requests() == []
 
 
-def test_a_symlink_leaving_the_storage_root_is_refused(hub, root, tmp_path):
+def test_a_symlink_leaving_the_storage_root_is_refused(hub, storage_root, tmp_path):
     data = os.urandom(MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
-    copy = hub_copy(root, "acme/tiny-GGUF", {"t.gguf": data})
+    copy = hub_copy(storage_root, "acme/tiny-GGUF", {"t.gguf": data})
     outside = tmp_path / "outside"
     outside.mkdir()
-    (root / "m").symlink_to(outside)
+    (storage_root / "m").symlink_to(outside)
 
     tasks.download_model_file(str(copy.pk))
 
@@ -123,7 +92,7 @@ def test_a_symlink_leaving_the_storage_root_is_refused(hub, root, tmp_path):
     assert list(outside.iterdir()) == []
 
 
-def test_a_url_download_with_the_wrong_sha256_fails_and_deletes_the_partial_file(hub, root):
+def test_a_url_download_with_the_wrong_sha256_fails_and_deletes_the_partial_file(hub, storage_root):
     data = os.urandom(MIB)
     repo = hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
     url = f"{hub.url}/acme/tiny-GGUF/resolve/{repo.commit}/t.gguf"
@@ -135,20 +104,22 @@ def test_a_url_download_with_the_wrong_sha256_fails_and_deletes_the_partial_file
         files=[{"name": "t.gguf", "size": len(data), "sha256": "0" * 64}],
         size_bytes=len(data),
     )
-    copy = ModelFileFactory(model=model, storage_root=str(root), path=str(root / "t" / "t.gguf"))
+    copy = ModelFileFactory(
+        model=model, storage_root=str(storage_root), path=str(storage_root / "t" / "t.gguf")
+    )
 
     tasks.download_model_file(str(copy.pk))
 
     copy.refresh_from_db()
     assert copy.state == DownloadState.FAILED
     assert "sha256 mismatch" in copy.error and "deleted" in copy.error
-    assert not any((root / "t").glob("t.gguf*"))
+    assert not any((storage_root / "t").glob("t.gguf*"))
 
 
-def test_a_second_delivery_of_a_finished_download_does_nothing(hub, root):
+def test_a_second_delivery_of_a_finished_download_does_nothing(hub, storage_root):
     data = os.urandom(MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
-    copy = hub_copy(root, "acme/tiny-GGUF", {"t.gguf": data})
+    copy = hub_copy(storage_root, "acme/tiny-GGUF", {"t.gguf": data})
     tasks.download_model_file(str(copy.pk))
     served = hub.body_bytes_served()
 
@@ -169,11 +140,11 @@ def wait_for(condition, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
-def test_cancelling_stops_the_transfer_and_a_retry_resumes_from_the_kept_bytes(hub, root):
+def test_cancelling_stops_the_transfer_and_a_retry_resumes_from_the_kept_bytes(hub, storage_root):
     data = os.urandom(8 * MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
     hub.faults.rate = 4 * MIB
-    copy = hub_copy(root, "acme/tiny-GGUF", {"t.gguf": data})
+    copy = hub_copy(storage_root, "acme/tiny-GGUF", {"t.gguf": data})
     partial = Path(copy.path + ".partial")
 
     thread = run_in_thread(copy)
@@ -196,11 +167,11 @@ def test_cancelling_stops_the_transfer_and_a_retry_resumes_from_the_kept_bytes(h
     assert Path(copy.path).read_bytes() == data
 
 
-def test_progress_records_bytes_speed_and_eta_while_downloading(hub, root):
+def test_progress_records_bytes_speed_and_eta_while_downloading(hub, storage_root):
     data = os.urandom(6 * MIB)
     hub.add_repo("acme/tiny-GGUF", {"t.gguf": data})
     hub.faults.rate = 3 * MIB
-    copy = hub_copy(root, "acme/tiny-GGUF", {"t.gguf": data})
+    copy = hub_copy(storage_root, "acme/tiny-GGUF", {"t.gguf": data})
 
     thread = run_in_thread(copy)
 
@@ -217,13 +188,13 @@ def test_progress_records_bytes_speed_and_eta_while_downloading(hub, root):
     assert copy.state == DownloadState.READY and copy.speed == 0
 
 
-def test_deleting_a_copy_removes_its_files_and_then_its_row(hub, root, sent_events):
+def test_deleting_a_copy_removes_its_files_and_then_its_row(hub, storage_root, sent_events):
     shards = {f"q8/m-0000{i}-of-00002.gguf": os.urandom(MIB) for i in (1, 2)}
     hub.add_repo("acme/split-GGUF", shards)
-    copy = hub_copy(root, "acme/split-GGUF", shards)
+    copy = hub_copy(storage_root, "acme/split-GGUF", shards)
     tasks.download_model_file(str(copy.pk))
-    (root / "m" / "q8" / "m-00002-of-00002.gguf.partial").write_bytes(b"left over")
-    (root / "keep.txt").write_text("not ours")
+    (storage_root / "m" / "q8" / "m-00002-of-00002.gguf.partial").write_bytes(b"left over")
+    (storage_root / "keep.txt").write_text("not ours")
 
     copy.refresh_from_db()
     actions.do_request_delete(copy)
@@ -231,5 +202,5 @@ def test_deleting_a_copy_removes_its_files_and_then_its_row(hub, root, sent_even
 
     assert outcome == "deleted 3 files"
     assert not ModelFile.objects.filter(pk=copy.pk).exists()
-    assert not (root / "m").exists() and (root / "keep.txt").exists()
+    assert not (storage_root / "m").exists() and (storage_root / "keep.txt").exists()
     assert sent_events[-1]["kind"] == "download.changed"

@@ -12,8 +12,8 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
+from core.events import make_event
 from inventory import live as overview
-from inventory.events import make_event
 from scheduling import actions, lifecycle
 from scheduling.choices import InstanceState
 from scheduling.models import Deployment, Instance

@@ -13,7 +13,7 @@ from django.db import connections
 
 from inventory import actions as inventory_actions
 from models_app.models import ModelFile
-from scheduling import lifecycle, replacing
+from scheduling import actions, lifecycle, replacing
 from scheduling.models import Instance
 from tests.scheduling.failover_helpers import (
     S,
@@ -150,7 +150,7 @@ def test_removing_a_node_moves_its_deployments(
 ):
     deployment = deploy_on_a(fleet, model_7b, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
-        replacing.do_remove_node(fleet["a"])
+        actions.do_remove_node(fleet["a"])
     (moved,) = deployment.instances.all()
     assert moved.node == fleet["b"] and moved.state == S.SCHEDULED
 

@@ -57,7 +57,7 @@ def answers(monkeypatch) -> Answers:
 @pytest.fixture
 def sent_events(monkeypatch) -> list[dict]:
     """Events sent after commit, one by one or in a batch (recorded, not delivered)."""
-    from inventory import events
+    from core import events
 
     sent: list[dict] = []
     monkeypatch.setattr(events, "deliver", sent.append)
@@ -77,6 +77,16 @@ def take(node, previous, capture) -> dict:
         return supervisor.take_readings(node, previous)
 
 
+def passes(fleet, answers: Answers, capture, *later: Sample | None) -> dict:
+    """node-a's first pass, in which the llama-server on port 9001 answers 500 tokens at
+    100 s, then one pass for each of ``later`` (what it answers then); the samples kept."""
+    kept: dict = {}
+    for answer in (sample(100.0, 500), *later):
+        answers[9001] = answer
+        kept = take(fleet["a"], kept, capture)
+    return kept
+
+
 def kinds(events: list[dict]) -> list[str]:
     return [event["kind"] for event in events]
 
@@ -85,8 +95,7 @@ def test_running_llama_servers_are_read_and_their_readings_saved_and_sent(
     fleet, running, answers, sent_events, django_capture_on_commit_callbacks
 ):
     server, python = running
-    answers[9001] = sample(100.0, 500)
-    kept = take(fleet["a"], {}, django_capture_on_commit_callbacks)
+    kept = passes(fleet, answers, django_capture_on_commit_callbacks)
     assert answers.asked == [9001]  # llama-cpp-python has no /slots to read
     server.refresh_from_db()
     assert server.readings["slots"] == 4 and server.readings["busy"] == 1
@@ -104,10 +113,7 @@ def test_the_next_pass_gives_tokens_per_second_over_the_interval(
     fleet, running, answers, sent_events, django_capture_on_commit_callbacks
 ):
     server, _ = running
-    answers[9001] = sample(100.0, 500)
-    kept = take(fleet["a"], {}, django_capture_on_commit_callbacks)
-    answers[9001] = sample(102.0, 560)
-    take(fleet["a"], kept, django_capture_on_commit_callbacks)
+    passes(fleet, answers, django_capture_on_commit_callbacks, sample(102.0, 560))
     server.refresh_from_db()
     assert server.readings["tokens_per_second"] == 30.0
     assert kinds(sent_events) == ["instance.readings", "instance.readings"]
@@ -117,12 +123,13 @@ def test_nothing_is_saved_or_sent_when_what_a_page_shows_is_the_same(
     fleet, running, answers, sent_events, django_capture_on_commit_callbacks
 ):
     server, _ = running
-    answers[9001] = sample(100.0, 500)
-    kept = take(fleet["a"], {}, django_capture_on_commit_callbacks)
-    answers[9001] = sample(102.0, 500, kv_tokens=1025)  # a token more: still 25 %
-    kept = take(fleet["a"], kept, django_capture_on_commit_callbacks)
-    answers[9001] = sample(104.0, 500, kv_tokens=1026)
-    take(fleet["a"], kept, django_capture_on_commit_callbacks)
+    passes(
+        fleet,
+        answers,
+        django_capture_on_commit_callbacks,
+        sample(102.0, 500, kv_tokens=1025),  # a token more: still 25 %
+        sample(104.0, 500, kv_tokens=1026),
+    )
     server.refresh_from_db()
     # the second pass stored tokens_per_second 0.0 instead of None (shown as a change)
     assert server.readings["at"] == 102.0
@@ -133,8 +140,7 @@ def test_an_instance_that_does_not_answer_keeps_its_readings_and_last_sample(
     fleet, running, answers, sent_events, django_capture_on_commit_callbacks
 ):
     server, _ = running
-    answers[9001] = sample(100.0, 500)
-    kept = take(fleet["a"], {}, django_capture_on_commit_callbacks)
+    kept = passes(fleet, answers, django_capture_on_commit_callbacks)
     answers[9001] = None
     kept_after = take(fleet["a"], kept, django_capture_on_commit_callbacks)
     assert kept_after == kept

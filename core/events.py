@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -26,7 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from redis.exceptions import RedisError
 
-from inventory.models import LiveEvent
+from core.models import LiveEvent
 
 GROUP = "fleet"
 # Sent every second or two, each one superseding the last: not kept while Redis is down.
@@ -156,11 +157,19 @@ def _latest_id() -> int:
 
 
 class Relay:
-    """Polls the outbox and hands new events to this process's overview hub
-    (``inventory.fanout``) and channel layer (the other live pages)."""
+    """Polls the outbox and hands new events to this process's channel layer (the live
+    pages) and to the callbacks registered with ``hand_to`` (the overview's hub, which
+    takes each event once for all its sockets: ``inventory.fanout``)."""
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
+        self.callbacks: list[Callable[[Event], None]] = []
+
+    def hand_to(self, callback: Callable[[Event], None]) -> None:
+        """Also give every relayed event to ``callback`` (on the event loop; it must not
+        block). Registered once when Django starts."""
+        if callback not in self.callbacks:
+            self.callbacks.append(callback)
 
     def ensure_started(self) -> None:
         if settings.REDIS_URL:
@@ -170,8 +179,6 @@ class Relay:
             self.task = loop.create_task(self.run())
 
     async def run(self) -> None:
-        from inventory import fanout
-
         layer = get_channel_layer()
         assert layer is not None
         last_id = await in_thread(_latest_id)
@@ -183,7 +190,8 @@ class Relay:
                 batch = []
             for event_id, payload in batch:
                 last_id = event_id
-                fanout.post(payload)  # the overview's sockets, once for all of them
+                for callback in self.callbacks:
+                    callback(payload)
                 await layer.group_send(GROUP, {"type": "fleet.event", "event": payload})
             if len(batch) < 500:
                 await asyncio.sleep(settings.GPUFLEET_EVENT_POLL)
