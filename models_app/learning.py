@@ -34,6 +34,8 @@ import json
 import logging
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -158,6 +160,9 @@ class Observation:
     buffers: dict[str, dict[str, int]]
     nvml: dict[str, int]
     source: str  # "instance #1a2b3c4d on 2026-12-02, NVIDIA L4"
+    # file, settings and buffers in one digest: what its correction factors depend on
+    # ("": not cached)
+    cache_key: str = ""
 
     @property
     def on_gpus(self) -> bool:
@@ -194,7 +199,10 @@ def _observation(row: MemoryMeasurement) -> Observation | None:
         return None
     if not buffers or any(v < 0 for parts in buffers.values() for v in parts.values()):
         return None
-    return Observation(settings, row.settings_key, row.device_kind, buffers, nvml, _source(row))
+    cache_key = _digest([row.model_key, row.settings_key, buffers])
+    return Observation(
+        settings, row.settings_key, row.device_kind, buffers, nvml, _source(row), cache_key
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,25 +264,8 @@ class Learning:
         return bool(self.observations)
 
     def _add_factors(self, observation: Observation, shape: ModelShape) -> None:
-        try:
-            gpus = measured_devices(observation.buffers)
-            computed = estimate(shape, observation.settings, gpus)
-        except Exception:  # a measurement the estimator cannot redo teaches no correction
-            logger.warning("cannot estimate a measured run again (%s)", observation.source)
-            return
-        for on_gpu in (True, False):
-            counted = [d for d in computed.devices if d.is_gpu == on_gpu]
-            for component in LEARNED:
-                measured = sum(
-                    parts[component]
-                    for device, parts in observation.buffers.items()
-                    if (device != "CPU") == on_gpu
-                )
-                total = sum(device.component(component) for device in counted)
-                if total > 0 and measured > total + LOG_PRECISION * max(len(counted), 1):
-                    self._keep(
-                        (observation.on_gpus, on_gpu, component), measured / total, observation
-                    )
+        for key, ratio in _ratios(observation, shape):
+            self._keep(key, ratio, observation)
 
     def _keep(self, key: tuple[bool, bool, str], ratio: float, observation: Observation) -> None:
         known = self.factors.get(key)
@@ -380,6 +371,53 @@ def _overhead(device: DeviceEstimate, observations: Sequence[Observation]) -> Fi
     )
 
 
+Ratios = list[tuple[tuple[bool, bool, str], float]]
+# Correction ratios by observation: each takes an estimate, and placement passes load the
+# same measurements again and again. Least recently used dropped first.
+_RATIOS: OrderedDict[str, Ratios] = OrderedDict()
+_RATIOS_LOCK = threading.Lock()
+RATIOS_KEPT = 512
+
+
+def _ratios(observation: Observation, shape: ModelShape) -> Ratios:
+    """``((on_gpus, gpu side, component), measured / computed)`` where the estimator
+    under-counted what ``observation`` measured; computed once per measurement."""
+    key = observation.cache_key
+    with _RATIOS_LOCK:
+        if key and key in _RATIOS:
+            _RATIOS.move_to_end(key)
+            return _RATIOS[key]
+    ratios = _compute_ratios(observation, shape)
+    if key:
+        with _RATIOS_LOCK:
+            _RATIOS[key] = ratios
+            while len(_RATIOS) > RATIOS_KEPT:
+                _RATIOS.popitem(last=False)
+    return ratios
+
+
+def _compute_ratios(observation: Observation, shape: ModelShape) -> Ratios:
+    try:
+        gpus = measured_devices(observation.buffers)
+        computed = estimate(shape, observation.settings, gpus)
+    except Exception:  # a measurement the estimator cannot redo teaches no correction
+        logger.warning("cannot estimate a measured run again (%s)", observation.source)
+        return []
+    ratios: Ratios = []
+    for on_gpu in (True, False):
+        counted = [d for d in computed.devices if d.is_gpu == on_gpu]
+        for component in LEARNED:
+            measured = sum(
+                parts[component]
+                for device, parts in observation.buffers.items()
+                if (device != "CPU") == on_gpu
+            )
+            total = sum(device.component(component) for device in counted)
+            if total > 0 and measured > total + LOG_PRECISION * max(len(counted), 1):
+                ratios.append(((observation.on_gpus, on_gpu, component), measured / total))
+    return ratios
+
+
 NO_LEARNING = Learning((), None)
 
 
@@ -446,10 +484,11 @@ def _complete(measured: Mapping[str, Mapping[str, int]], computed: Estimate) -> 
     )
 
 
-def record_nvml(instance_id: UUID | str, used: Mapping[str, int]) -> bool:
-    """Keep the highest NVML per-process figure per GPU of the instance's measurement;
+def record_nvml(measurement_id: int, used: Mapping[str, int]) -> bool:
+    """Keep the highest NVML per-process figure per GPU of a measurement (the one an
+    instance's run recorded, even once a later instance with its keys took it over);
     True when one rose."""
-    row = MemoryMeasurement.objects.filter(instance_id=instance_id).first()
+    row = MemoryMeasurement.objects.filter(pk=measurement_id).first()
     if row is None:
         return False
     nvml = {str(k): int(v) for k, v in (row.nvml or {}).items()}

@@ -71,11 +71,15 @@ def _record_start(instance_id: Any) -> None:
     )
     if stored is None:
         logger.info("the log of %s is incomplete or not its layout: nothing learned", instance)
+        return
+    Instance.objects.filter(pk=instance.pk).update(measurement=stored)
 
 
 def record_nvml(instance: Instance, used: dict[str, int]) -> None:
     """Keep NVML's per-process figures (device → bytes) with the instance's measurement."""
+    if instance.measurement_id is None:
+        return
     try:
-        learning.record_nvml(instance.pk, used)
+        learning.record_nvml(instance.measurement_id, used)
     except Exception:
         logger.exception("recording NVML's figures of instance %s failed", instance)

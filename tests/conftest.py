@@ -97,7 +97,7 @@ def gpu(gpus):
 @pytest.fixture
 def sent_events(monkeypatch) -> list[dict]:
     """Events delivered after commit, whatever the transport (outbox table or Redis)."""
-    from inventory import events
+    from core import events
 
     sent: list[dict] = []
     original = events.deliver
@@ -121,6 +121,15 @@ def queued(monkeypatch) -> list[tuple[str, tuple, str]]:
 
     monkeypatch.setattr("django_q.tasks.async_task", fake_async_task)
     return calls
+
+
+@pytest.fixture(autouse=True)
+def _fresh_learning_cache():
+    """What measurements teach is cached per process: each test learns from its own."""
+    from models_app import learning
+
+    learning._RATIOS.clear()
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -140,8 +140,8 @@ def test_nvml_beyond_the_buffers_raises_the_gpu_overhead(tiny_model):
     settings = RunSettings(n_ctx=2048)
     row = measure(tiny_model, settings, "NVIDIA L4", [GpuDevice("CUDA0", 1 << 40)])
     buffers = sum(row.buffers["CUDA0"].values())
-    assert learning.record_nvml(row.instance_id, {"CUDA0": buffers + 900 * MIB})
-    assert not learning.record_nvml(row.instance_id, {"CUDA0": buffers + 500 * MIB})  # lower
+    assert learning.record_nvml(row.pk, {"CUDA0": buffers + 900 * MIB})
+    assert not learning.record_nvml(row.pk, {"CUDA0": buffers + 500 * MIB})  # lower
     report = run(tiny_model, settings, estimate_service.hypothetical_targets([24 * GIB]))
     overhead = report.learned_on("CUDA0")["overhead"]
     assert overhead.value == 900 * MIB and overhead.how == "NVML per process"
@@ -222,8 +222,22 @@ def test_a_later_instance_replaces_the_buffers_and_keeps_the_nvml_peak(tiny_mode
     settings = RunSettings(n_ctx=2048)
     gpus = [GpuDevice("CUDA0", 1 << 40)]
     first = measure(tiny_model, settings, "NVIDIA L4", gpus)
-    learning.record_nvml(first.instance_id, {"CUDA0": 2 * GIB})
+    learning.record_nvml(first.pk, {"CUDA0": 2 * GIB})
     second = measure(tiny_model, settings, "NVIDIA L4", gpus, compute=1.2)
     (row,) = MemoryMeasurement.objects.all()
     assert row.instance_id == second.instance_id != first.instance_id
     assert row.buffers == second.buffers and row.nvml == {"CUDA0": 2 * GIB}
+
+
+def test_each_measurement_is_estimated_again_once_not_on_every_load(tiny_model, monkeypatch):
+    settings = RunSettings(n_ctx=2048)
+    measure(tiny_model, settings, compute=1.5)
+    facts = load_model_facts(tiny_model)
+    calls = []
+    real = learning.estimate
+    monkeypatch.setattr(learning, "estimate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first, again = learning.load(facts), learning.load(facts)
+    assert len(calls) == 1 and first.factors == again.factors and first.factors
+    measure(tiny_model, settings, compute=2.0)  # the same keys measured anew
+    calls.clear()
+    assert learning.load(facts).factors != first.factors and len(calls) == 1

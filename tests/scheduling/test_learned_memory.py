@@ -6,6 +6,7 @@ the figures loses nothing and fails nothing."""
 from __future__ import annotations
 
 import importlib.util
+import uuid
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,14 @@ def start(instance: Instance, log: str | None, tmp_path: Path, capture) -> bool:
         return lifecycle.do_mark_running(instance, backend_logs.measured_memory(log or ""))
 
 
+def start_with_computed_buffers(
+    instance: Instance, tmp_path: Path, capture, **scale: float
+) -> bool:
+    """``start`` with a log naming the buffers computed for it (each component times
+    ``scale[component]``)."""
+    return start(instance, load_log(buffers_of(computed_for(instance), **scale)), tmp_path, capture)
+
+
 def gpu_kind(instance: Instance) -> str:
     return instance.claims.select_related("gpu").get().gpu.name
 
@@ -94,16 +103,26 @@ def test_an_instance_reaching_running_records_its_buffers(
 def test_nvml_readings_of_a_running_instance_keep_the_highest(
     placed, tmp_path, django_capture_on_commit_callbacks
 ):
-    start(
-        placed,
-        load_log(buffers_of(computed_for(placed))),
-        tmp_path,
-        django_capture_on_commit_callbacks,
-    )
+    start_with_computed_buffers(placed, tmp_path, django_capture_on_commit_callbacks)
     gpu = placed.claims.get().gpu
     for used in (3000 * MIB, 9000 * MIB, 8000 * MIB):
         Gpu.objects.filter(pk=gpu.pk).update(processes=[{"pid": PID, "memory_used": used}])
         supervisor.refresh_measurements(placed.node)
+    assert MemoryMeasurement.objects.get().nvml == {"CUDA0": 9000 * MIB}
+
+
+def test_nvml_readings_still_count_once_a_later_instance_took_the_measurement_over(
+    placed, tmp_path, django_capture_on_commit_callbacks
+):
+    start_with_computed_buffers(placed, tmp_path, django_capture_on_commit_callbacks)
+    row = MemoryMeasurement.objects.get()
+    placed.refresh_from_db()
+    assert placed.measurement_id == row.pk
+    # a second replica with the same file, settings and GPU kind recorded since
+    MemoryMeasurement.objects.filter(pk=row.pk).update(instance_id=uuid.uuid4())
+    gpu = placed.claims.get().gpu
+    Gpu.objects.filter(pk=gpu.pk).update(processes=[{"pid": PID, "memory_used": 9000 * MIB}])
+    supervisor.refresh_measurements(placed.node)
     assert MemoryMeasurement.objects.get().nvml == {"CUDA0": 9000 * MIB}
 
 
@@ -138,12 +157,7 @@ def test_a_log_cut_short_keeps_the_earlier_measurement(
 def test_placement_learns_from_the_measurement_and_says_so(
     placed, tmp_path, django_capture_on_commit_callbacks
 ):
-    start(
-        placed,
-        load_log(buffers_of(computed_for(placed), compute=1.5)),
-        tmp_path,
-        django_capture_on_commit_callbacks,
-    )
+    start_with_computed_buffers(placed, tmp_path, django_capture_on_commit_callbacks, compute=1.5)
     deployment = placed.deployment
     sizer = fleet.sizer_for(deployment)
     plain = fleet.sizer_for(deployment)
@@ -159,12 +173,7 @@ def test_placement_learns_from_the_measurement_and_says_so(
 def test_a_refused_instance_says_its_figures_were_learned(
     placed, tmp_path, django_capture_on_commit_callbacks
 ):
-    start(
-        placed,
-        load_log(buffers_of(computed_for(placed), compute=1.5)),
-        tmp_path,
-        django_capture_on_commit_callbacks,
-    )
+    start_with_computed_buffers(placed, tmp_path, django_capture_on_commit_callbacks, compute=1.5)
     Gpu.objects.update(memory_used=79 * 1024**3)  # no room anywhere
     Instance.objects.create(deployment=placed.deployment, state=InstanceState.PENDING)
     placement_pass.do_place_pending()
