@@ -16,11 +16,17 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from core import events, sessions
 from core.access import can_operate
+from core.fragments import frames
 
 # Seconds between checks that the session still exists, is unexpired and still valid.
 RECHECK_EVERY = 2.0
 # The close code once the session has ended: the page reloads and lands on the login.
 SESSION_ENDED = 4401
+
+
+# What a page renders: out-of-band fragments, joined or one per element (``frames``
+# sends table parts so that they parse: see ``core.fragments``); "" or [] for nothing.
+Rendered = str | list[str]
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -32,11 +38,15 @@ class LiveConsumer(AsyncWebsocketConsumer):
     # Join the ``fleet`` group: every event comes to this socket's ``fleet_event``.
     joins_fleet_group = True
 
-    def render_resync(self) -> str:
+    def render_resync(self) -> Rendered:
         raise NotImplementedError
 
-    def render_event(self, event: events.Event) -> str:
+    def render_event(self, event: events.Event) -> Rendered:
         raise NotImplementedError
+
+    async def send_fragments(self, rendered: Rendered) -> None:
+        for frame in frames([rendered] if isinstance(rendered, str) else rendered):
+            await self.send(text_data=frame)
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -60,7 +70,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.resync()
 
     async def resync(self) -> None:
-        await self.send(text_data=await database_sync_to_async(self.render_resync)())
+        await self.send_fragments(await database_sync_to_async(self.render_resync)())
 
     async def disconnect(self, code: int) -> None:
         watcher: asyncio.Task[None] | None = getattr(self, "watcher", None)
@@ -103,6 +113,4 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def fleet_event(self, message: dict[str, Any]) -> None:
         if getattr(self, "ended", False):
             return
-        html = await database_sync_to_async(self.render_event)(message["event"])
-        if html:
-            await self.send(text_data=html)
+        await self.send_fragments(await database_sync_to_async(self.render_event)(message["event"]))

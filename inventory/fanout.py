@@ -32,6 +32,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from core.events import GROUP, Event, in_thread
+from core.fragments import frames
 from inventory import live
 from inventory.fleet_view import OpenNodes, OverviewFilter
 from inventory.presenters import GpuRow
@@ -100,7 +101,7 @@ class Renderer:
         self.summary_dirty = False
         self.renders = 0  # fragments rendered (what the tests count)
 
-    def flush(self, batch: Batch, views: list[ViewKey], now: float) -> dict[ViewKey, str]:
+    def flush(self, batch: Batch, views: list[ViewKey], now: float) -> dict[ViewKey, list[str]]:
         fresh = self.fleet is None
         fleet = self._fleet()
         before = list(fleet.facts)
@@ -115,7 +116,10 @@ class Renderer:
             flush.updated = [i for i in batch.rows if i in fleet.facts]
         self.keys = {node_id: self._key(fleet, node_id) for node_id in fleet.facts}
         structural = fresh or batch.structure or flush.whole
-        flush.common = self._panels(batch) + self._summary(fleet, structural, bool(batch.rows), now)
+        flush.common = [
+            *self._panels(batch),
+            self._summary(fleet, structural, bool(batch.rows), now),
+        ]
         return flush.messages()
 
     def load(self) -> None:
@@ -154,12 +158,12 @@ class Renderer:
         line = fleet.line(node_id)
         return (*fleet.facts[node_id].values(), line["problems"] > 0, line["models"])
 
-    def _panels(self, batch: Batch) -> str:
+    def _panels(self, batch: Batch) -> list[str]:
         html = [
             live.render_panel(batch.panels[kind]) for kind in PANEL_KINDS if kind in batch.panels
         ]
         self.renders += len(html)
-        return "".join(html)
+        return html
 
     def _summary(self, fleet: live.Fleet, structural: bool, ticked: bool, now: float) -> str:
         self.summary_dirty = self.summary_dirty or ticked
@@ -184,7 +188,7 @@ class _Flush:
         self.whole = False
         self.structural: list[str] = []
         self.updated: list[str] = []
-        self.common = ""
+        self.common: list[str] = []
         self.memo: dict[Any, str] = {}
 
     def _once(self, key: Any, render: Any, *args: Any) -> str:
@@ -193,19 +197,20 @@ class _Flush:
             self.renderer.renders += 1
         return self.memo[key]
 
-    def messages(self) -> dict[ViewKey, str]:
-        messages = {key: self.common + self._nodes(key) for key in self.views}
-        return {key: html for key, html in messages.items() if html}
+    def messages(self) -> dict[ViewKey, list[str]]:
+        """Each view's frames (``core.fragments``: its GPU rows parse as rows)."""
+        messages = {key: frames([*self.common, *self._nodes(key)]) for key in self.views}
+        return {key: sent for key, sent in messages.items() if sent}
 
-    def _nodes(self, key: ViewKey) -> str:
+    def _nodes(self, key: ViewKey) -> list[str]:
         if self.whole:
-            return self._once(("fleet", key), live.render_fleet, self.fleet, *key)
+            return [self._once(("fleet", key), live.render_fleet, self.fleet, *key)]
         parts = [self._section(node_id, key) for node_id in self.structural]
         structural = set(self.structural)
         for node_id in self.updated:
             if node_id not in structural:
                 parts.extend(self._tick(node_id, key))
-        return "".join(parts)
+        return parts
 
     def _section(self, node_id: str, key: ViewKey) -> str:
         entry = self.fleet.entry(node_id, *key)
@@ -311,10 +316,9 @@ class Hub:
             return
         self.flushes += 1
         for viewer, ready in list(self.viewers.items()):
-            html = messages.get(view_key(viewer)) if ready else None
-            if html:
+            for frame in messages.get(view_key(viewer), []) if ready else []:
                 with contextlib.suppress(Exception):  # a socket closing meanwhile
-                    await viewer.send(text_data=html)
+                    await viewer.send(text_data=frame)
 
     async def _listen(self) -> None:
         """Cluster: this process's one copy of every event of the ``fleet`` group."""

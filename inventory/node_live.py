@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.template.loader import render_to_string
 
-from core.consumers import LiveConsumer
+from core.consumers import LiveConsumer, Rendered
 from core.events import Event
 from inventory.choices import MOVING_AWAY
 from inventory.models import Node
@@ -25,13 +25,13 @@ class NodeConsumer(LiveConsumer):
     def _node(self) -> Node | None:
         return Node.objects.filter(pk=self.node_id).first()
 
-    def render_resync(self) -> str:
+    def render_resync(self) -> Rendered:
         node = self._node()
         if node is None:
             return ""
-        return self._header(node) + self._gpus(node) + self._drain(node)
+        return [self._header(node), self._gpus(node), self._drain(node)]
 
-    def render_event(self, event: Event) -> str:
+    def render_event(self, event: Event) -> Rendered:
         kind = event["kind"]
         for_us = str(event.get("node_id", "")) == self.node_id
         if kind == "node.gpus" and for_us:
