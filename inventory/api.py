@@ -9,7 +9,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as InputError
 from pydantic import ConfigDict, Strict, field_validator
@@ -275,6 +275,30 @@ def drain_node(request: ApiRequest, node_id: UUID) -> Node:
 )
 def undrain_node(request: ApiRequest, node_id: UUID) -> Node:
     return _set_draining(request, node_id, False)
+
+
+@router.delete(
+    "/nodes/{node_id}",
+    response={204: None, 403: ErrorOut, 409: ErrorOut, **READ_ERRORS},
+    tags=["nodes"],
+    summary="Remove a node for good",
+    description="Operators only, and only an offline node (its agent stopped: an agent "
+    "that reports again registers its node again). Its GPUs, samples, alerts and copies "
+    "go with it; the instances it held are deleted and their deployments create what "
+    "they then miss on the other nodes. Drain it first to move them while it still "
+    "serves. 409 unless offline.",
+)
+def remove_node(request: ApiRequest, node_id: UUID) -> Any:
+    require_operator(request.auth, "remove nodes")
+    node = get_node(node_id)
+    if node.status != NodeStatus.OFFLINE:
+        raise HttpError(
+            409,
+            f"Node {node.name} is {node.status}: only an offline node can be removed "
+            "(drain it to move its instances, then stop its agent).",
+        )
+    answers.remove_node(node)
+    return Status(204, None)
 
 
 # --- GPUs --------------------------------------------------------------------------------

@@ -102,3 +102,29 @@ def test_an_offline_node_is_not_drained_before_its_window(node):
     MaintenanceWindowFactory(node=node, starts_at=start, ends_at=start + timedelta(hours=1))
     assert actions.do_drain_before_windows() == []
     assert status(node) == NodeStatus.OFFLINE
+
+
+# --- removing a node for good --------------------------------------------------------------
+
+
+def test_an_operator_removes_an_offline_node_through_the_api(operator_client):
+    node = NodeFactory(status=NodeStatus.OFFLINE)
+    response = operator_client.delete(f"/api/v1/nodes/{node.pk}")
+    assert response.status_code == 204
+    assert not Node.objects.filter(pk=node.pk).exists()
+    assert operator_client.get(f"/api/v1/nodes/{node.pk}").status_code == 404
+
+
+@pytest.mark.parametrize("state", [NodeStatus.ONLINE, NodeStatus.DRAINING, NodeStatus.MAINTENANCE])
+def test_a_node_that_still_reports_is_not_removed(operator_client, state):
+    node = NodeFactory(status=state)
+    response = operator_client.delete(f"/api/v1/nodes/{node.pk}")
+    assert response.status_code == 409
+    assert "only an offline node" in response.json()["detail"]
+    assert status(node) == state
+
+
+def test_a_read_only_user_may_not_remove_a_node(viewer_client):
+    node = NodeFactory(status=NodeStatus.OFFLINE)
+    assert viewer_client.delete(f"/api/v1/nodes/{node.pk}").status_code == 403
+    assert Node.objects.filter(pk=node.pk).exists()

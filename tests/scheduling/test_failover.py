@@ -155,6 +155,18 @@ def test_removing_a_node_moves_its_deployments(
     assert moved.node == fleet["b"] and moved.state == S.SCHEDULED
 
 
+def test_removing_an_offline_node_through_the_api_moves_its_deployments(
+    fleet, model_7b, queued, django_capture_on_commit_callbacks, operator_client
+):
+    deployment = deploy_on_a(fleet, model_7b, django_capture_on_commit_callbacks)
+    lose(fleet["a"], AFTER - 10)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.delete(f"/api/v1/nodes/{fleet['a'].pk}")
+    assert response.status_code == 204
+    (moved,) = deployment.instances.all()
+    assert moved.node == fleet["b"] and moved.state == S.SCHEDULED
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_passes_at_once_make_one_replacement(fleet, model_7b, queued):
     """Concurrent housekeepers (a lease handover): the deployment's row lock (PostgreSQL)
