@@ -193,7 +193,7 @@ def test_the_stack_rides_out_restarts_of_postgresql_and_redis(services, stack):
 
     redis_server.stop()
     query(stack, (  # an event sent while Redis is down is kept, not lost
-        "from django.db import transaction; from inventory import events\n"
+        "from django.db import transaction; from core import events\n"
         "with transaction.atomic(): events.send('maintenance.changed')\n"
     ))  # fmt: skip
     kept = "from core.models import LiveEvent; print(LiveEvent.objects.count())"
