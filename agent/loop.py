@@ -37,9 +37,12 @@ HOUSEKEEPING_EVERY = 60.0
 DOWNLOADS_EVERY = 10.0  # look for downloads whose worker died (see models_app.actions)
 REDISCOVER_EVERY = 30.0
 # The fleet-wide passes run in one agent at a time (inventory.leases): renewed every
-# LEASE_RENEW s, taken over by another agent LEASE_TTL s after its holder stopped renewing.
+# LEASE_RENEW s and lapsing LEASE_TTL s after its holder stopped renewing. The agents
+# standing by look again when it would lapse (not every LEASE_RENEW s: fewer queries in a
+# big fleet), so one of them takes over within LEASE_TTL s + a sample interval + a tick.
 LEASE_RENEW = 2.0
-LEASE_TTL = 8.0
+LEASE_TTL = 6.0
+LEASE_LOOK_MIN = 0.2  # seconds: the earliest an agent standing by looks again
 RETRY_MAX = 10.0  # longest wait between ticks that fail (backoff doubles from the interval)
 
 
@@ -117,10 +120,13 @@ class Agent:
 
     def _housekeeper(self, now: float) -> bool:
         """Whether this agent runs the fleet-wide passes now: one agent at a time, elected
-        with a lease renewed every ``LEASE_RENEW`` s; another takes over within
-        ``LEASE_TTL`` s of its death (a clean stop hands it over at once)."""
+        with a lease renewed every ``LEASE_RENEW`` s; another takes over when it lapses,
+        ``LEASE_TTL`` s after its holder's death (a clean stop hands it over at once)."""
         if self._is_due("lease", LEASE_RENEW, now):
             self.is_housekeeper = leases.hold(leases.HOUSEKEEPER, self.holder, LEASE_TTL)
+            if not self.is_housekeeper:  # stand by until the holder's lease would lapse
+                lapse = leases.lapses_in(leases.HOUSEKEEPER) + 0.05  # just after it lapsed
+                self._due["lease"] = now + min(max(lapse, LEASE_LOOK_MIN), LEASE_TTL)
         return self.is_housekeeper
 
     def _supervise(self, now: float, housekeeper: bool) -> None:

@@ -42,6 +42,15 @@ def release(name: str, holder: str) -> None:
     Lease.objects.filter(name=name, holder=holder).delete()
 
 
+def lapses_in(name: str) -> float:
+    """Seconds until the lease ``name`` lapses unless renewed (0 when nobody holds it):
+    when a process standing by should try to take it over."""
+    expires_at = Lease.objects.filter(name=name).values_list("expires_at", flat=True).first()
+    if expires_at is None:
+        return 0.0
+    return max(0.0, (expires_at - timezone.now()).total_seconds())
+
+
 def holder_of(name: str) -> str | None:
     now = timezone.now()
     return (

@@ -199,9 +199,9 @@ def worker_main(args: argparse.Namespace) -> None:
 # --- the housekeeper: the fleet-wide passes, as the elected agent runs them ----------------
 
 
-# The bench's housekeeper holds the lease this long (the agent: LEASE_TTL = 8 s), so that
-# a stall of it on a busy machine never hands the role to one of the simulated agents
-# (whose ticks may be seconds apart). The agents still try to take it every 2 s.
+# The bench's housekeeper holds the lease this long (the agent: LEASE_TTL), so that a
+# stall of it on a busy machine never hands the role to one of the simulated agents
+# (whose ticks may be seconds apart). The agents still look when it would lapse.
 HOLD_TTL = 120.0
 
 

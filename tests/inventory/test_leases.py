@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from agent.loop import Agent
+from agent.loop import LEASE_TTL, Agent
 from inventory import leases
 from inventory.models import Lease
 from inventory.probe.simulated import SimulatedProbe
@@ -52,5 +52,33 @@ def test_only_one_agent_runs_the_fleet_wide_passes(tmp_path, monkeypatch, settin
     assert (first.is_housekeeper, second.is_housekeeper) == (True, False)
     assert runs == ["pass"]
     Lease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))  # first died
-    second.tick(now=3.0)
+    second.tick(now=LEASE_TTL + 0.1)
     assert second.is_housekeeper and runs == ["pass", "pass"]
+
+
+def test_lapses_in_counts_down_to_the_lapse_and_is_zero_for_a_free_lease():
+    assert leases.lapses_in("role") == 0.0
+    leases.hold("role", "a", ttl=10)
+    assert 9.0 < leases.lapses_in("role") <= 10.0
+    Lease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert leases.lapses_in("role") == 0.0
+
+
+def test_an_agent_standing_by_looks_again_when_the_lease_would_lapse(
+    tmp_path, monkeypatch, settings
+):
+    settings.GPUFLEET_STORAGE_ROOTS = [str(tmp_path)]
+    monkeypatch.setattr("scheduling.supervisor.fleet_housekeeping", lambda: None)
+    first, second = _agent("node-1", tmp_path, monkeypatch), _agent("node-2", tmp_path, monkeypatch)
+    first.tick(now=0.0)
+    Lease.objects.update(expires_at=timezone.now() + timedelta(seconds=3))  # lapses in 3 s
+    looks: list[float] = []
+    hold = leases.hold
+    monkeypatch.setattr(leases, "hold", lambda *a: looks.append(1.0) or hold(*a))
+    second.tick(now=0.0)
+    assert looks and not second.is_housekeeper
+    Lease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))  # first died
+    second.tick(now=2.5)
+    assert len(looks) == 1 and not second.is_housekeeper, "not before it would lapse"
+    second.tick(now=3.2)
+    assert len(looks) == 2 and second.is_housekeeper, "taken over just after it lapsed"
