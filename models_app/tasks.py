@@ -22,13 +22,13 @@ from models_app.choices import DownloadState, SourceKind
 from models_app.locks import path_lock
 from models_app.models import ModelFile
 from models_app.rates import RateMeter
+from models_app.retrying import TransientFailure
 from models_app.transfer import (
     Cancelled,
     DownloadOptions,
     DownloadResult,
     HfFile,
     TransferError,
-    TransientError,
     UnsafePath,
     download_shards,
     download_url,
@@ -95,7 +95,7 @@ def _transfer(copy: ModelFile, worker: str, directory: Path) -> list[DownloadRes
         if not actions.do_progress(copy, worker, actions.Progress(done, speed, eta)):
             stop.set()  # cancelled by an operator, or another worker took over
 
-    def retrying(error: TransientError, attempt: int, attempts: int) -> None:
+    def retrying(error: TransientFailure, attempt: int, attempts: int) -> None:
         note = f"retrying: {error}, attempt {attempt} of {attempts}"
         if not actions.do_retrying(copy, worker, note):
             stop.set()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -19,15 +18,15 @@ import httpx
 from models_app.fetch_guard import guarded_client
 from models_app.gguf.errors import GGUFRemoteError
 from models_app.gguf.sources import SourceBase
-
-if TYPE_CHECKING:
-    from models_app.transfer.retry import RetryPolicy
+from models_app.retrying import (
+    CONNECT_TIMEOUT,
+    RetryPolicy,
+    TransientFailure,
+    retry_after,
+    with_retries,
+)
 
 REMOTE_INITIAL_CHUNK = 256 * 1024
-CONNECT_TIMEOUT = 3.0
-"""Seconds to open a connection (TCP, then TLS) for any server-side fetch: a server that
-takes longer is down or unreachable, and someone may be waiting on the request. A
-working server, however slow to answer, connects well within this."""
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=CONNECT_TIMEOUT)
 log = logging.getLogger(__name__)
 _TRANSIENT = (408, 425, 429)
@@ -37,8 +36,6 @@ def header_retry_policy() -> RetryPolicy:
     """Retries of a header read after a 5xx or 429: as the download engine does, with
     backoff and ``Retry-After`` honoured, but bounded for a request someone waits on
     (3 attempts, waits of at most 4 s each: under 10 s in all)."""
-    from models_app.transfer.retry import RetryPolicy  # transfer imports gguf
-
     return RetryPolicy(attempts=3, base_delay=0.5, max_delay=4.0)
 
 
@@ -93,12 +90,9 @@ class HttpRangeSource(SourceBase):
             "Range": f"bytes={offset}-{offset + length - 1}",
             "Accept-Encoding": "identity",
         }
-        from models_app.transfer.errors import TransientError
-        from models_app.transfer.retry import with_retries
-
         try:
             return with_retries(lambda _: self._read_once(headers, offset, length), self.retry)
-        except TransientError as error:
+        except TransientFailure as error:
             raise GGUFRemoteError(str(error)) from error
 
     def _read_once(self, headers: dict[str, str], offset: int, length: int) -> bytes:
@@ -129,10 +123,7 @@ class HttpRangeSource(SourceBase):
                 "not support partial downloads, so the header cannot be read remotely"
             )
         if status in _TRANSIENT or status >= 500:
-            from models_app.transfer.errors import TransientError
-            from models_app.transfer.http import retry_after
-
-            raise TransientError(
+            raise TransientFailure(
                 f"cannot read {self.name}: HTTP {status} {response.reason_phrase}",
                 retry_after=retry_after(response.headers),
             )

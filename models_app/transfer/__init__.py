@@ -15,6 +15,7 @@ callback writes the row, its ``should_stop`` reads a flag.
     )
 """
 
+from models_app.retrying import RetryPolicy
 from models_app.transfer.download import (
     DownloadOptions,
     DownloadResult,
@@ -54,7 +55,6 @@ from models_app.transfer.paths import (
     resolve_inside,
     resolve_inside_any,
 )
-from models_app.transfer.retry import RetryPolicy
 from models_app.transfer.sources import HfFile, RemoteFile
 from models_app.transfer.stream import ProgressCallback, StopCheck
 

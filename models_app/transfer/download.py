@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models_app.gguf.split import shard_locations
-from models_app.transfer.errors import TransientError, VerificationFailed
+from models_app.retrying import RetryPolicy, TransientFailure, with_retries
+from models_app.transfer.errors import VerificationFailed
 from models_app.transfer.hashing import FileHasher
 from models_app.transfer.http import open_client, resolve_url
 from models_app.transfer.hub import resolve_hf_file
 from models_app.transfer.partial import PartialFile
 from models_app.transfer.paths import DEFAULT_SPACE_MARGIN, check_free_space, resolve_inside
-from models_app.transfer.retry import RetryPolicy, with_retries
 from models_app.transfer.sources import HfFile, RemoteFile
 from models_app.transfer.stream import Fetcher, Progress, ProgressCallback, StopCheck
 
@@ -43,7 +43,7 @@ class DownloadOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     space_margin: int = DEFAULT_SPACE_MARGIN
     progress_interval: float = 0.5
-    on_retry: Callable[[TransientError, int, int], None] | None = None
+    on_retry: Callable[[TransientFailure, int, int], None] | None = None
     """Called before each retry with the error, the attempt about to be made, and the
     most attempts in a row (e.g. to show "retrying: <reason>, attempt 2 of 6")."""
 

@@ -9,6 +9,8 @@ file and revision, never a token or a signed CDN URL.
 
 from __future__ import annotations
 
+from models_app.retrying import TransientFailure
+
 
 class TransferError(Exception):
     """Base of every error this package raises on purpose."""
@@ -46,15 +48,18 @@ class AddressRefused(InvalidSource):
     """The URL (or a redirect) leads to an address gpufleet does not fetch from."""
 
 
-class TransientError(TransferError):
-    """A failure worth retrying: 5xx, 429, a dropped connection, a timeout.
-
-    ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+class TransientError(TransferError, TransientFailure):
+    """A transfer's failure worth retrying (``retrying.TransientFailure``): 5xx, 429, a
+    dropped connection, a timeout. ``retry_after`` is the server's ``Retry-After`` in
+    seconds, when it sent one.
     """
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        TransientFailure.__init__(self, message, retry_after=retry_after)
+
+    def gave_up(self, failures: int) -> TransientError:
+        message = f"{self} (gave up after {failures} attempts in a row)"
+        return TransientError(message, retry_after=self.retry_after)
 
 
 class Unreachable(TransientError):

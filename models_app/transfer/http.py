@@ -11,10 +11,8 @@ httpx client in the process, the gateway's included).
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -23,7 +21,7 @@ import httpcore
 import httpx
 
 from models_app.fetch_guard import FetchRefused, GuardedBackend
-from models_app.gguf.remote import CONNECT_TIMEOUT
+from models_app.retrying import CONNECT_TIMEOUT, retry_after
 from models_app.transfer.errors import (
     AddressRefused,
     NotFound,
@@ -139,18 +137,6 @@ def error_for_status(response: httpx.Response, label: str) -> TransferError:
             f"{label}: server error (HTTP {status})", retry_after=retry_after(response.headers)
         )
     return TransferError(f"{label}: unexpected answer (HTTP {status})")
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """``Retry-After`` in seconds (either form of the header), or None."""
-    value = headers.get("retry-after", "").strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def resolve_url(

@@ -34,8 +34,8 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
-from models_app.gguf.remote import CONNECT_TIMEOUT
 from models_app.gguf.split import shard_locations
+from models_app.retrying import CONNECT_TIMEOUT, RetryPolicy, retry_after, with_retries
 from models_app.transfer.errors import (
     FileNotFound,
     GatedRepo,
@@ -47,8 +47,7 @@ from models_app.transfer.errors import (
     Unauthorized,
     Unreachable,
 )
-from models_app.transfer.http import retry_after, transport_errors, unreachable_reason
-from models_app.transfer.retry import RetryPolicy, with_retries
+from models_app.transfer.http import transport_errors, unreachable_reason
 from models_app.transfer.sources import (
     HfFile,
     RemoteFile,

@@ -12,8 +12,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from models_app.gguf.remote import CONNECT_TIMEOUT
 from models_app.models import CatalogModel, ModelFile
+from models_app.retrying import CONNECT_TIMEOUT
 from models_app.transfer import hub as hub_module
 from tests.factories import CatalogModelFactory, ModelFileFactory
 from tests.transfer.fakehub_http import HubHandler

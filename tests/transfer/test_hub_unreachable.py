@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from models_app.gguf import GGUFError, load_model_facts
-from models_app.gguf.remote import CONNECT_TIMEOUT
+from models_app.retrying import CONNECT_TIMEOUT
 from models_app.transfer import (
     HfFile,
     RetryPolicy,
