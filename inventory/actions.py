@@ -225,3 +225,21 @@ def do_update_gpu_settings(gpu: Gpu, **changes: Any) -> Gpu:
     locked.save(update_fields=list(changes) or None)
     events.send("gpu.settings", node_id=str(locked.node_id), rows=[gpu_row(locked)])
     return locked
+
+
+class NodeNotOffline(Exception):
+    """A node that was to be removed only while offline is not (any more): its agent
+    reported since the caller looked. The message is for people."""
+
+
+def lock_node_for_removal(node: Node, *, only_offline: bool = False) -> Node | None:
+    """Inside the removal's transaction: the node's row, locked so that a heartbeat waits
+    until the removal commits (then finds no row); None when it is already gone. With
+    ``only_offline``, NodeNotOffline unless it is still offline at this moment."""
+    locked = Node.objects.select_for_update().filter(pk=node.pk).first()
+    if locked is not None and only_offline and locked.status != NodeStatus.OFFLINE:
+        raise NodeNotOffline(
+            f"Node {locked.name} is {locked.status}: only an offline node can be removed "
+            "(drain it to move its instances, then stop its agent)."
+        )
+    return locked

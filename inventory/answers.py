@@ -27,8 +27,14 @@ def _no_cold_starts() -> list[dict[str, Any]]:
     return []
 
 
-def _delete(node: Node) -> object:
-    return node.delete()
+def _delete(node: Node, *, only_offline: bool = False) -> object:
+    from django.db import transaction
+
+    from inventory.actions import lock_node_for_removal
+
+    with transaction.atomic():
+        locked = lock_node_for_removal(node, only_offline=only_offline)
+        return locked.delete() if locked is not None else None
 
 
 @dataclass
@@ -40,8 +46,10 @@ class Answers:
     drain_report: Callable[[Node], list[dict[str, Any]]] = _nothing_to_move
     # Deployments whose requests wait for a cold start: ``deployment``, ``estimate`` (s).
     cold_starts: Callable[[], list[dict[str, Any]]] = _no_cold_starts
-    # A node removed for good (the admin's delete): what ran there moves elsewhere.
-    remove_node: Callable[[Node], object] = _delete
+    # A node removed for good (the admin's delete, the API's DELETE): what ran there
+    # moves elsewhere. ``only_offline=True``: inventory.actions.NodeNotOffline unless the
+    # node is offline while its row is locked for the removal.
+    remove_node: Callable[..., object] = _delete
 
 
 answers = Answers()

@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Strict, field_validator
 
 from core.access import require_operator
 from core.requests import ApiRequest
-from inventory.actions import do_set_draining, do_update_gpu_settings
+from inventory.actions import NodeNotOffline, do_set_draining, do_update_gpu_settings
 from inventory.answers import answers
 from inventory.choices import MOVING_AWAY, PRIORITY_MAX, PRIORITY_MIN, NodeStatus, Resolution
 from inventory.models import Gpu, GpuSample, Node
@@ -291,13 +291,10 @@ def undrain_node(request: ApiRequest, node_id: UUID) -> Node:
 def remove_node(request: ApiRequest, node_id: UUID) -> Any:
     require_operator(request.auth, "remove nodes")
     node = get_node(node_id)
-    if node.status != NodeStatus.OFFLINE:
-        raise HttpError(
-            409,
-            f"Node {node.name} is {node.status}: only an offline node can be removed "
-            "(drain it to move its instances, then stop its agent).",
-        )
-    answers.remove_node(node)
+    try:
+        answers.remove_node(node, only_offline=True)
+    except NodeNotOffline as error:
+        raise HttpError(409, str(error)) from error
     return Status(204, None)
 
 

@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core import events as live_events
+from inventory.actions import lock_node_for_removal
 from inventory.models import Gpu, Node
 from models_app.models import CatalogModel
 from scheduling import events, fleet, lifecycle, placement_pass, replacing
@@ -281,15 +282,19 @@ def on_instance_ended(instance: Instance) -> None:
         transaction.on_commit(lambda: _delete_if_done(deployment.pk))
 
 
-def do_remove_node(node: Node) -> list[Deployment]:
+def do_remove_node(node: Node, *, only_offline: bool = False) -> list[Deployment]:
     """A node gone for good: its instances are deleted (their claims with them) and its
-    deployments create what they now miss, placed on the other nodes."""
+    deployments create what they now miss, placed on the other nodes. ``only_offline``:
+    refused (``NodeNotOffline``) unless the node is offline once its row is locked."""
     with transaction.atomic():
-        on_node = Instance.objects.filter(node=node)
+        locked = lock_node_for_removal(node, only_offline=only_offline)
+        if locked is None:
+            return []  # removed by someone else meanwhile
+        on_node = Instance.objects.filter(node=locked)
         deployment_ids = set(on_node.values_list("deployment_id", flat=True))
         on_node.delete()
-        node_id = str(node.pk)
-        node.delete()
+        node_id = str(locked.pk)
+        locked.delete()
         deployments = list(Deployment.objects.filter(pk__in=deployment_ids))
         for deployment in deployments:
             reconcile(deployment)

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import connections
 
 from inventory import actions as inventory_actions
+from inventory.choices import NodeStatus
+from inventory.models import Node
 from models_app.models import ModelFile
 from scheduling import actions, lifecycle, replacing
 from scheduling.models import Instance
@@ -165,6 +167,35 @@ def test_removing_an_offline_node_through_the_api_moves_its_deployments(
     assert response.status_code == 204
     (moved,) = deployment.instances.all()
     assert moved.node == fleet["b"] and moved.state == S.SCHEDULED
+
+
+def test_a_node_that_reported_again_since_the_check_is_not_removed(
+    fleet, model_7b, queued, django_capture_on_commit_callbacks, operator_client, monkeypatch
+):
+    """The API looked while the node was offline; its agent reported before the removal
+    locked the row: refused, and nothing of the node or its work is lost."""
+    deployment = deploy_on_a(fleet, model_7b, django_capture_on_commit_callbacks)
+    lose(fleet["a"], AFTER - 10)
+    seen_offline = Node.objects.get(pk=fleet["a"].pk)
+    inventory_actions.do_heartbeat(fleet["a"])  # the agent is back
+    monkeypatch.setattr("inventory.api.get_node", lambda node_id: seen_offline)
+    response = operator_client.delete(f"/api/v1/nodes/{fleet['a'].pk}")
+    assert response.status_code == 409
+    assert "only an offline node" in response.json()["detail"]
+    assert Node.objects.get(pk=fleet["a"].pk).status == NodeStatus.ONLINE
+    (kept,) = deployment.instances.all()
+    assert kept.node_id == fleet["a"].pk
+
+
+def test_removing_a_node_someone_removed_meanwhile_does_nothing(
+    fleet, model_7b, queued, django_capture_on_commit_callbacks
+):
+    deploy_on_a(fleet, model_7b, django_capture_on_commit_callbacks)
+    stale = Node.objects.get(pk=fleet["a"].pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.do_remove_node(fleet["a"])
+        assert actions.do_remove_node(stale, only_offline=True) == []
+    assert not Node.objects.filter(pk=stale.pk).exists()
 
 
 @pytest.mark.django_db(transaction=True)
