@@ -48,10 +48,16 @@ def _log_in(driver, stack: Stack) -> None:
     driver.find_element(By.NAME, "username").send_keys("viewer")
     driver.find_element(By.NAME, "password").send_keys("viewer-password")
     driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # The click returns before the login's POST has answered: the login page is still
+    # there until the browser has followed the redirect.
+    _wait(lambda: "/login/" not in driver.current_url, 30.0, "the redirect after logging in")
 
 
 def _indicator(driver) -> str:
-    return driver.execute_script("return document.getElementById('live-status').className")
+    """The live indicator's classes ("" while the page has none, e.g. still loading)."""
+    return driver.execute_script(
+        "const e = document.getElementById('live-status');return e ? e.className : '';"
+    )
 
 
 def test_a_logged_in_viewer_sees_a_gpu_row_change_live(stack, browser):
