@@ -38,8 +38,8 @@ DOWNLOADS_EVERY = 10.0  # look for downloads whose worker died (see models_app.a
 REDISCOVER_EVERY = 30.0
 # The fleet-wide passes run in one agent at a time (inventory.leases): renewed every
 # LEASE_RENEW s and lapsing LEASE_TTL s after its holder stopped renewing. The agents
-# standing by look again when it would lapse (not every LEASE_RENEW s: fewer queries in a
-# big fleet), so one of them takes over within LEASE_TTL s + a sample interval + a tick.
+# standing by look every LEASE_RENEW s (a clean stop's release is seen that soon) and
+# just after it would lapse, so one of them takes over within LEASE_TTL s + a tick.
 LEASE_RENEW = 2.0
 LEASE_TTL = 6.0
 LEASE_LOOK_MIN = 0.2  # seconds: the earliest an agent standing by looks again
@@ -126,7 +126,7 @@ class Agent:
             self.is_housekeeper = leases.hold(leases.HOUSEKEEPER, self.holder, LEASE_TTL)
             if not self.is_housekeeper:  # stand by until the holder's lease would lapse
                 lapse = leases.lapses_in(leases.HOUSEKEEPER) + 0.05  # just after it lapsed
-                self._due["lease"] = now + min(max(lapse, LEASE_LOOK_MIN), LEASE_TTL)
+                self._due["lease"] = now + min(max(lapse, LEASE_LOOK_MIN), LEASE_RENEW)
         return self.is_housekeeper
 
     def _supervise(self, now: float, housekeeper: bool) -> None:

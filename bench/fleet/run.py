@@ -201,7 +201,7 @@ def worker_main(args: argparse.Namespace) -> None:
 
 # The bench's housekeeper holds the lease this long (the agent: LEASE_TTL), so that a
 # stall of it on a busy machine never hands the role to one of the simulated agents
-# (whose ticks may be seconds apart). The agents still look when it would lapse.
+# (whose ticks may be seconds apart). The agents still look every LEASE_RENEW s.
 HOLD_TTL = 120.0
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from agent.loop import LEASE_TTL, Agent
+from agent.loop import LEASE_RENEW, LEASE_TTL, Agent
 from inventory import leases
 from inventory.models import Lease
 from inventory.probe.simulated import SimulatedProbe
@@ -71,14 +71,25 @@ def test_an_agent_standing_by_looks_again_when_the_lease_would_lapse(
     monkeypatch.setattr("scheduling.supervisor.fleet_housekeeping", lambda: None)
     first, second = _agent("node-1", tmp_path, monkeypatch), _agent("node-2", tmp_path, monkeypatch)
     first.tick(now=0.0)
-    Lease.objects.update(expires_at=timezone.now() + timedelta(seconds=3))  # lapses in 3 s
+    Lease.objects.update(expires_at=timezone.now() + timedelta(seconds=1.5))  # in 1.5 s
     looks: list[float] = []
     hold = leases.hold
     monkeypatch.setattr(leases, "hold", lambda *a: looks.append(1.0) or hold(*a))
     second.tick(now=0.0)
     assert looks and not second.is_housekeeper
     Lease.objects.update(expires_at=timezone.now() - timedelta(seconds=1))  # first died
-    second.tick(now=2.5)
+    second.tick(now=1.2)
     assert len(looks) == 1 and not second.is_housekeeper, "not before it would lapse"
-    second.tick(now=3.2)
+    second.tick(now=1.7)
     assert len(looks) == 2 and second.is_housekeeper, "taken over just after it lapsed"
+
+
+def test_a_clean_stop_hands_the_lease_over_within_a_renewal(tmp_path, monkeypatch, settings):
+    settings.GPUFLEET_STORAGE_ROOTS = [str(tmp_path)]
+    monkeypatch.setattr("scheduling.supervisor.fleet_housekeeping", lambda: None)
+    first, second = _agent("node-1", tmp_path, monkeypatch), _agent("node-2", tmp_path, monkeypatch)
+    first.tick(now=0.0)
+    second.tick(now=0.0)
+    leases.release(leases.HOUSEKEEPER, first.holder)  # first stops cleanly
+    second.tick(now=LEASE_RENEW + 0.1)
+    assert second.is_housekeeper, "not left waiting for a lapse that a release made moot"
